@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Prepares this host for virt-sandbox and its tests: installs the Debian packages,
+# starts virtlogd and libvirtd when they are not running, and waits until
+# lxc:/// and qemu:///system answer. Idempotent, and quick when all is in place.
+set -euo pipefail
+
+packages=(
+	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
+	libvirt-clients libvirt-dev pkg-config
+	qemu-system-x86 qemu-utils linux-image-amd64
+	busybox-static bubblewrap hyperfine tmux e2fsprogs
+)
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+	log "must run as root (it installs packages and starts libvirtd)"
+	exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# An unprivileged caller for the tests that tell the caller's identity from
+# root's; the libvirt group lets it reach libvirtd.
+if ! id sandbox-test >/dev/null 2>&1; then
+	log "adding user sandbox-test"
+	useradd --create-home --groups libvirt --shell /bin/sh sandbox-test
+fi
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if ! running /run/virtlogd.pid; then
+	log "starting virtlogd"
+	virtlogd -d
+fi
+
+if ! running /run/libvirtd.pid; then
+	# On hosts with hybrid cgroups (v1 controllers plus a cgroup2 mount at
+	# /sys/fs/cgroup/unified) libvirt's LXC driver fails to create its
+	# cgroup directories. libvirtd then runs in a private mount namespace
+	# where that mount is absent, which leaves the host's mounts alone.
+	if [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
+		mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
+		log "starting libvirtd (hybrid cgroups: private mount namespace without /sys/fs/cgroup/unified)"
+		unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec libvirtd -d'
+	else
+		log "starting libvirtd"
+		libvirtd -d
+	fi
+fi
+
+for uri in lxc:/// qemu:///system; do
+	for _ in $(seq 1 100); do
+		virsh -c "$uri" version >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	virsh -c "$uri" version >/dev/null 2>&1 || { log "$uri does not answer"; exit 1; }
+done
