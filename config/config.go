@@ -1,0 +1,188 @@
+// Package config defines a sandbox's configuration: what to run, where, as whom,
+// with which files, devices and networks. The launcher builds it from flags,
+// validates it, saves it as versioned JSON in the sandbox's state directory, and
+// the guest init loads the same file. It has no dependency on libvirt so the
+// static init can link it.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Version is the schema version written into every saved config. Load refuses
+// other versions so a stale init never misreads a newer launcher's config.
+const Version = 1
+
+// FileName is the name of the config file inside the config share.
+const FileName = "sandbox.json"
+
+// ErrInvalid is wrapped by every validation and parse error.
+var ErrInvalid = errors.New("invalid sandbox config")
+
+// Driver names the libvirt driver a sandbox runs on.
+type Driver string
+
+const (
+	LXC  Driver = "lxc"
+	QEMU Driver = "qemu"
+)
+
+// Sandbox is the whole configuration of one sandbox.
+type Sandbox struct {
+	Version int    `json:"version"`
+	Name    string `json:"name"`
+	UUID    string `json:"uuid"`
+	Driver  Driver `json:"driver"`
+	URI     string `json:"uri"`
+
+	// Root is the host directory that becomes the sandbox's /; empty means the host's /.
+	Root string `json:"root,omitempty"`
+
+	Command  Command   `json:"command"`
+	Identity Identity  `json:"identity"`
+	Mounts   []Mount   `json:"mounts,omitempty"`
+	Disks    []Disk    `json:"disks,omitempty"`
+	Networks []Network `json:"networks,omitempty"`
+	Security Security  `json:"security"`
+	Kernel   Kernel    `json:"kernel"`
+
+	// TTY runs the program on a pseudo-terminal instead of pipes.
+	TTY bool `json:"tty,omitempty"`
+	// Debug makes the init report its steps on the log console.
+	Debug bool `json:"debug,omitempty"`
+}
+
+// Command is the program to run and its environment.
+type Command struct {
+	Argv []string `json:"argv"`
+	// Env holds KEY=VALUE entries; the program sees exactly these.
+	Env []string `json:"env,omitempty"`
+	// Dir is the working directory inside the sandbox.
+	Dir string `json:"dir,omitempty"`
+}
+
+// Identity is who the program runs as.
+type Identity struct {
+	UID    int    `json:"uid"`
+	GID    int    `json:"gid"`
+	Groups []int  `json:"groups,omitempty"`
+	User   string `json:"user,omitempty"`
+	Home   string `json:"home,omitempty"`
+	// Privileged runs the program as root with its capabilities kept.
+	Privileged bool `json:"privileged,omitempty"`
+	// ByName takes UID, GID, Groups and Home from the sandbox's own
+	// /etc/passwd entry for User, since that is the root the program sees.
+	ByName bool `json:"by_name,omitempty"`
+}
+
+// MountType is the kind of a -m mount.
+type MountType string
+
+const (
+	HostBind  MountType = "host-bind"
+	HostImage MountType = "host-image"
+	GuestBind MountType = "guest-bind"
+	RAM       MountType = "ram"
+)
+
+// Mount is one filesystem the sandbox sees at Target.
+type Mount struct {
+	Type   MountType `json:"type"`
+	Target string    `json:"target"`
+	// Source is a host path (host-bind, host-image), a sandbox path
+	// (guest-bind) or empty.
+	Source   string `json:"source,omitempty"`
+	Format   string `json:"format,omitempty"`
+	SizeKiB  uint64 `json:"size_kib,omitempty"`
+	ReadOnly bool   `json:"readonly,omitempty"`
+}
+
+// Disk is a block device shown at /dev/disk/by-tag/Tag.
+type Disk struct {
+	Tag    string `json:"tag"`
+	Source string `json:"source"`
+	Format string `json:"format,omitempty"`
+}
+
+// Network is one interface of the sandbox.
+type Network struct {
+	DHCP      bool     `json:"dhcp,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+	Routes    []Route  `json:"routes,omitempty"`
+	// Source is the libvirt network the interface attaches to.
+	Source       string            `json:"source,omitempty"`
+	MAC          string            `json:"mac,omitempty"`
+	Filter       string            `json:"filter,omitempty"`
+	FilterParams map[string]string `json:"filter_params,omitempty"`
+}
+
+// Route is a static route: Dest (CIDR) via Gateway.
+type Route struct {
+	Dest    string `json:"dest"`
+	Gateway string `json:"gateway"`
+}
+
+// Security selects the domain's security label.
+type Security struct {
+	// Label is "dynamic" (the default), "static" or "inherit".
+	Label string `json:"label,omitempty"`
+	// Value is the static label.
+	Value string `json:"value,omitempty"`
+}
+
+// Kernel is the machine a QEMU sandbox boots; ignored by LXC.
+type Kernel struct {
+	Path       string `json:"path,omitempty"`
+	Version    string `json:"version,omitempty"`
+	ModulesDir string `json:"modules_dir,omitempty"`
+	MemoryMiB  uint64 `json:"memory_mib,omitempty"`
+	VCPUs      uint   `json:"vcpus,omitempty"`
+	// VirtType is "kvm" or "qemu" (TCG); empty means choose automatically.
+	VirtType string `json:"virt_type,omitempty"`
+	// Cmdline is appended to the kernel command line.
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// Save writes s to path as indented JSON with the current schema version.
+func (s *Sandbox) Save(path string) error {
+	c := *s
+	c.Version = Version
+	b, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Load reads a config saved by Save and checks its schema version.
+func Load(path string) (*Sandbox, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(b)
+}
+
+// Decode parses a saved config and checks its schema version.
+func Decode(b []byte) (*Sandbox, error) {
+	var s Sandbox
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if s.Version != Version {
+		return nil, fmt.Errorf("%w: schema version %d, this build reads version %d", ErrInvalid, s.Version, Version)
+	}
+	return &s, nil
+}
+
+// Paths inside every sandbox. The launcher shares the config directory (the
+// run's state directory) and the init binary there, and the init reads them.
+const (
+	// GuestDir holds FileName inside the sandbox.
+	GuestDir = "/run/virt-sandbox"
+	// GuestInit is where the init binary is in an LXC sandbox.
+	GuestInit = "/run/virt-sandbox-init"
+)

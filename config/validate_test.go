@@ -1,0 +1,257 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// validSandbox is the smallest config Validate accepts.
+func validSandbox() *Sandbox {
+	return &Sandbox{
+		Name:    "demo",
+		Driver:  LXC,
+		Command: Command{Argv: []string{"/bin/sh"}},
+	}
+}
+
+// fullSandbox sets every field, so round trips cover them all.
+func fullSandbox() *Sandbox {
+	return &Sandbox{
+		Version: Version,
+		Name:    "demo-1.0+x_y",
+		UUID:    "c7a5fdbd-edaf-9455-926a-d65c16db1809",
+		Driver:  QEMU,
+		URI:     "qemu:///session",
+		Root:    "/var/lib/sandbox/root",
+		Command: Command{
+			Argv: []string{"/bin/sh", "-c", "echo \"$FOO\" | tr a-z A-Z"},
+			Env:  []string{"FOO=bar", "EMPTY=", "EQ=a=b", "PATH=/usr/bin:/bin"},
+			Dir:  "/srv",
+		},
+		Identity: Identity{UID: 1000, GID: 1000, Groups: []int{10, 1000}, User: "alice", Home: "/home/alice", Privileged: true},
+		Mounts: []Mount{
+			{Type: HostBind, Target: "/data", Source: "/srv/data", ReadOnly: true},
+			{Type: HostBind, Target: "/scratch"},
+			{Type: HostImage, Target: "/img", Source: "/var/lib/a.qcow2", Format: "qcow2"},
+			{Type: GuestBind, Target: "/home", Source: "/tmp/home"},
+			{Type: RAM, Target: "/tmp", SizeKiB: 3 << 20},
+		},
+		Disks: []Disk{
+			{Tag: "data", Source: "/var/lib/data.img", Format: "raw"},
+			{Tag: "db", Source: "/var/lib/db.qcow2", Format: "qcow2"},
+		},
+		Networks: []Network{
+			{DHCP: true, Source: "default", MAC: "52:54:00:12:34:56", Filter: "clean-traffic", FilterParams: map[string]string{"IP": "10.0.0.9", "CTRL_IP_LEARNING": "none"}},
+			{
+				Addresses: []string{"192.168.122.10/24%192.168.122.255", "2001:db8::10/64"},
+				Routes:    []Route{{Dest: "0.0.0.0/0", Gateway: "192.168.122.1"}, {Dest: "::/0", Gateway: "2001:db8::1"}},
+				Source:    "private",
+			},
+		},
+		Security: Security{Label: "static", Value: "system_u:system_r:svirt_t:s0:c412,c355"},
+		Kernel: Kernel{
+			Path:       "/boot/vmlinuz-6.1.0",
+			Version:    "6.1.0",
+			ModulesDir: "/lib/modules/6.1.0",
+			MemoryMiB:  512,
+			VCPUs:      2,
+			VirtType:   "kvm",
+			Cmdline:    "quiet loglevel=3",
+		},
+		TTY:   true,
+		Debug: true,
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		mod     func(*Sandbox)
+		wantErr string
+	}{
+		{name: "minimal", mod: func(*Sandbox) {}},
+		{name: "full", mod: func(s *Sandbox) { *s = *fullSandbox() }},
+		{name: "qemu default memory", mod: func(s *Sandbox) { s.Driver = QEMU }},
+		{name: "qemu least memory", mod: func(s *Sandbox) { s.Driver = QEMU; s.Kernel.MemoryMiB = 64 }},
+		{name: "lxc ignores kernel memory", mod: func(s *Sandbox) { s.Kernel.MemoryMiB = 1 }},
+		{name: "security dynamic", mod: func(s *Sandbox) { s.Security = Security{Label: "dynamic"} }},
+		{name: "security inherit", mod: func(s *Sandbox) { s.Security = Security{Label: "inherit"} }},
+		{name: "argv may hold empty args", mod: func(s *Sandbox) { s.Command.Argv = []string{"/bin/echo", ""} }},
+		{name: "relative program", mod: func(s *Sandbox) { s.Command.Argv = []string{"sh"} }},
+
+		{name: "nil-safe", mod: nil, wantErr: "no sandbox"},
+		{name: "empty name", mod: func(s *Sandbox) { s.Name = "" }, wantErr: `name "": want 1-64`},
+		{name: "name with slash", mod: func(s *Sandbox) { s.Name = "a/b" }, wantErr: `name "a/b"`},
+		{name: "name with dot first", mod: func(s *Sandbox) { s.Name = ".x" }, wantErr: `name ".x"`},
+		{name: "name too long", mod: func(s *Sandbox) { s.Name = strings.Repeat("n", 65) }, wantErr: `name "` + strings.Repeat("n", 65) + `"`},
+		{name: "name with newline", mod: func(s *Sandbox) { s.Name = "a\nb" }, wantErr: `name "a\nb"`},
+		{name: "no driver", mod: func(s *Sandbox) { s.Driver = "" }, wantErr: `driver "": unknown (want lxc or qemu)`},
+		{name: "bad driver", mod: func(s *Sandbox) { s.Driver = "xen" }, wantErr: `driver "xen"`},
+		{name: "no argv", mod: func(s *Sandbox) { s.Command.Argv = nil }, wantErr: `command.argv []: empty`},
+		{name: "empty program", mod: func(s *Sandbox) { s.Command.Argv = []string{""} }, wantErr: `command.argv[0] "": empty program name`},
+		{name: "NUL in argv", mod: func(s *Sandbox) { s.Command.Argv = []string{"/bin/echo", "a\x00"} }, wantErr: `command.argv[1] "a\x00": contains a NUL byte`},
+		{name: "bad env", mod: func(s *Sandbox) { s.Command.Env = []string{"A=1", "1B=2"} }, wantErr: `command.env[1] "1B=2": name "1B"`},
+		{name: "env without =", mod: func(s *Sandbox) { s.Command.Env = []string{"A"} }, wantErr: `command.env[0] "A": missing "="`},
+		{name: "relative dir", mod: func(s *Sandbox) { s.Command.Dir = "srv" }, wantErr: `command.dir "srv": not absolute`},
+		{name: "negative uid", mod: func(s *Sandbox) { s.Identity.UID = -1 }, wantErr: `identity.uid -1: negative`},
+		{name: "negative gid", mod: func(s *Sandbox) { s.Identity.GID = -2 }, wantErr: `identity.gid -2: negative`},
+		{name: "negative group", mod: func(s *Sandbox) { s.Identity.Groups = []int{1, -3} }, wantErr: `identity.groups[1] -3: negative`},
+		{name: "mount type", mod: addMount(Mount{Type: "nfs", Target: "/x"}), wantErr: `mounts[0].type "nfs": unknown`},
+		{name: "mount no target", mod: addMount(Mount{Type: HostBind}), wantErr: `mounts[0].target "": empty`},
+		{name: "mount relative target", mod: addMount(Mount{Type: HostBind, Target: "x"}), wantErr: `mounts[0].target "x": not absolute`},
+		{name: "mount unclean target", mod: addMount(Mount{Type: HostBind, Target: "/x/../y/"}), wantErr: `mounts[0].target "/x/../y/": not clean (want "/y")`},
+		{name: "mount on root", mod: addMount(Mount{Type: HostBind, Target: "/"}), wantErr: `mounts[0].target "/": cannot mount over /`},
+		{name: "mount duplicate target", mod: addMount(Mount{Type: HostBind, Target: "/x"}, Mount{Type: RAM, Target: "/y", SizeKiB: 1}, Mount{Type: RAM, Target: "/x", SizeKiB: 1}), wantErr: `mounts[2].target "/x": already used by mounts[0]`},
+		{name: "format on bind", mod: addMount(Mount{Type: HostBind, Target: "/x", Format: "raw"}), wantErr: `mounts[0].format "raw": only host-image`},
+		{name: "bad image format", mod: addMount(Mount{Type: HostImage, Target: "/x", Source: "/a", Format: "vmdk"}), wantErr: `mounts[0].format "vmdk": unknown`},
+		{name: "image without source", mod: addMount(Mount{Type: HostImage, Target: "/x"}), wantErr: `mounts[0].source "": empty`},
+		{name: "guest-bind relative", mod: addMount(Mount{Type: GuestBind, Target: "/x", Source: "y"}), wantErr: `mounts[0].source "y": not absolute`},
+		{name: "guest-bind unclean", mod: addMount(Mount{Type: GuestBind, Target: "/x", Source: "/y/"}), wantErr: `mounts[0].source "/y/": not clean (want "/y")`},
+		{name: "ram without size", mod: addMount(Mount{Type: RAM, Target: "/x"}), wantErr: `mounts[0].size_kib 0: ram mounts need a size`},
+		{name: "ram with source", mod: addMount(Mount{Type: RAM, Target: "/x", Source: "/y", SizeKiB: 1}), wantErr: `mounts[0].source "/y": ram mounts have no source`},
+		{name: "size on bind", mod: addMount(Mount{Type: HostBind, Target: "/x", SizeKiB: 5}), wantErr: `mounts[0].size_kib 5: only ram`},
+		{name: "disk tag", mod: addDisk(Disk{Tag: "../x", Source: "/a"}), wantErr: `disks[0].tag "../x"`},
+		{name: "disk duplicate tag", mod: addDisk(Disk{Tag: "a", Source: "/a"}, Disk{Tag: "a", Source: "/b"}), wantErr: `disks[1].tag "a": already used by disks[0]`},
+		{name: "disk no source", mod: addDisk(Disk{Tag: "a"}), wantErr: `disks[0].source "": empty`},
+		{name: "disk format", mod: addDisk(Disk{Tag: "a", Source: "/a", Format: "vdi"}), wantErr: `disks[0].format "vdi": unknown`},
+		{name: "network empty", mod: addNet(Network{Source: "default"}), wantErr: `networks[0]: needs dhcp or address=`},
+		{name: "network dhcp and address", mod: addNet(Network{DHCP: true, Addresses: []string{"10.0.0.1/8"}}), wantErr: `networks[0]: dhcp cannot be combined with addresses ["10.0.0.1/8"]`},
+		{name: "network bad address", mod: addNet(Network{DHCP: true}, Network{Addresses: []string{"10.0.0.1/8", "10.0.0.300/8"}}), wantErr: `networks[1].addresses[1] "10.0.0.300/8"`},
+		{name: "network route without gateway", mod: addNet(Network{Addresses: []string{"10.0.0.1/8"}, Routes: []Route{{Dest: "0.0.0.0/0"}}}), wantErr: `networks[0].routes[0]: missing gateway`},
+		{name: "network bad route", mod: addNet(Network{Addresses: []string{"10.0.0.1/8"}, Routes: []Route{{Dest: "0.0.0.0", Gateway: "10.0.0.1"}}}), wantErr: `networks[0].routes[0]: destination "0.0.0.0"`},
+		{name: "network route with dhcp", mod: addNet(Network{DHCP: true, Routes: []Route{{Dest: "0.0.0.0/0", Gateway: "10.0.0.1"}}}), wantErr: `networks[0]: route= needs address=`},
+		{name: "network bad mac", mod: addNet(Network{DHCP: true, MAC: "ff:ff:ff:ff:ff:ff"}), wantErr: `networks[0].mac "ff:ff:ff:ff:ff:ff": multicast`},
+		{name: "network params without filter", mod: addNet(Network{DHCP: true, FilterParams: map[string]string{"IP": "1"}}), wantErr: `networks[0]: filter.KEY= needs filter=`},
+		{name: "network bad param", mod: addNet(Network{DHCP: true, Filter: "f", FilterParams: map[string]string{"b-b": "1", "a-a": "1"}}), wantErr: `networks[0].filter_params: filter parameter "a-a"`},
+		{name: "security unknown", mod: func(s *Sandbox) { s.Security.Label = "none" }, wantErr: `security.label "none": unknown`},
+		{name: "security static without value", mod: func(s *Sandbox) { s.Security.Label = "static" }, wantErr: `security.value "": a static label needs a value`},
+		{name: "security value without static", mod: func(s *Sandbox) { s.Security = Security{Label: "dynamic", Value: "u:r:t:s0"} }, wantErr: `security.value "u:r:t:s0": only a static label`},
+		{name: "security value without label", mod: func(s *Sandbox) { s.Security = Security{Value: "u:r:t:s0"} }, wantErr: `security.value "u:r:t:s0"`},
+		{name: "virt type", mod: func(s *Sandbox) { s.Kernel.VirtType = "tcg" }, wantErr: `kernel.virt_type "tcg": unknown`},
+		{name: "qemu memory", mod: func(s *Sandbox) { s.Driver = QEMU; s.Kernel.MemoryMiB = 63 }, wantErr: `kernel.memory_mib 63: too small for a QEMU guest (want at least 64)`},
+		{name: "first problem wins", mod: func(s *Sandbox) { s.Name = "a b"; s.Driver = "" }, wantErr: `name "a b"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var s *Sandbox
+			if tt.mod != nil {
+				s = validSandbox()
+				tt.mod(s)
+			}
+			err := s.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			checkErr(t, "Validate()", err, tt.wantErr)
+		})
+	}
+}
+
+func addMount(m ...Mount) func(*Sandbox) {
+	return func(s *Sandbox) { s.Mounts = append(s.Mounts, m...) }
+}
+
+func addDisk(d ...Disk) func(*Sandbox) {
+	return func(s *Sandbox) { s.Disks = append(s.Disks, d...) }
+}
+
+func addNet(n ...Network) func(*Sandbox) {
+	return func(s *Sandbox) { s.Networks = append(s.Networks, n...) }
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	want := fullSandbox()
+	if err := want.Validate(); err != nil {
+		t.Fatalf("Validate() of the full sandbox = %v, want nil", err)
+	}
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.json")
+	second := filepath.Join(dir, "second.json")
+
+	if err := want.Save(first); err != nil {
+		t.Fatalf("Save(%q) = %v, want nil", first, err)
+	}
+	got, err := Load(first)
+	if err != nil {
+		t.Fatalf("Load(%q) = %v, want nil", first, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load(%q) = %+v, want %+v", first, got, want)
+	}
+	if err := got.Save(second); err != nil {
+		t.Fatalf("Save(%q) = %v, want nil", second, err)
+	}
+	b1, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := os.ReadFile(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b1, b2) {
+		t.Errorf("Save(Load(Save(s))) = %s, want %s", b2, b1)
+	}
+}
+
+// Save must stamp the version itself, so callers cannot write a file that
+// Load would refuse.
+func TestSaveSetsVersion(t *testing.T) {
+	s := validSandbox()
+	p := filepath.Join(t.TempDir(), FileName)
+	if err := s.Save(p); err != nil {
+		t.Fatalf("Save(%q) = %v, want nil", p, err)
+	}
+	if s.Version != 0 {
+		t.Errorf("Save changed the caller's Version to %d, want 0", s.Version)
+	}
+	got, err := Load(p)
+	if err != nil {
+		t.Fatalf("Load(%q) = %v, want nil", p, err)
+	}
+	if got.Version != Version {
+		t.Errorf("Load(%q).Version = %d, want %d", p, got.Version, Version)
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "missing.json")
+	if _, err := Load(p); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(%q) = %v, want an error wrapping os.ErrNotExist", p, err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	good, err := json.Marshal(&Sandbox{Version: Version, Name: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Decode(good); err != nil || s.Name != "demo" {
+		t.Errorf("Decode(%s) = %+v, %v, want name demo, nil", good, s, err)
+	}
+	for _, tt := range []struct {
+		in      string
+		wantErr string
+	}{
+		{in: `{"version": 2, "name": "demo"}`, wantErr: "schema version 2"},
+		{in: `{"version": 0, "name": "demo"}`, wantErr: "schema version 0"},
+		{in: `{"name": "demo"}`, wantErr: "schema version 0"},
+		{in: `{"version": "1"}`, wantErr: "version"},
+		{in: `not json`, wantErr: "invalid character"},
+		{in: ``, wantErr: "unexpected end"},
+	} {
+		s, err := Decode([]byte(tt.in))
+		if s != nil {
+			t.Errorf("Decode(%q) = %+v, want nil", tt.in, s)
+		}
+		checkErr(t, "Decode("+tt.in+")", err, tt.wantErr)
+	}
+}
