@@ -1,0 +1,239 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Guest is the sandbox init's end of a session.
+type Guest struct {
+	r     *Reader
+	w     *Writer
+	hello hello
+}
+
+// Accept announces the guest until the host answers with its hello. The
+// init calls it before starting the program, so the program starts with the
+// host's terminal settings. The announce is repeated, with back-off, because
+// what is written before the host opens the channel may be lost.
+func Accept(conn io.ReadWriter) (*Guest, error) {
+	g := &Guest{r: NewReader(conn), w: NewWriter(conn)}
+	heard := make(chan struct{})
+	defer close(heard)
+	go func() {
+		for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			if g.w.Write(Announce, putU32(Version)) != nil {
+				return
+			}
+			select {
+			case <-heard:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+	for {
+		t, p, err := g.r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("console: waiting for the host's hello: %w", err)
+		}
+		if t != Hello {
+			// Leftovers of an earlier session on a reused channel.
+			continue
+		}
+		h, err := decodeHello(p)
+		if err != nil {
+			return nil, err
+		}
+		if h.Version != Version {
+			return nil, fmt.Errorf("%w: the launcher speaks version %d, this init version %d", ErrVersion, h.Version, Version)
+		}
+		g.hello = h
+		return g, nil
+	}
+}
+
+// TTY reports whether the host asked for a terminal, and its size.
+func (g *Guest) TTY() (bool, WinSize) { return g.hello.TTY, g.hello.Size }
+
+// Fail reports that the program could not be run and waits for the host to
+// take note, so the report is not lost when the sandbox ends.
+func (g *Guest) Fail(f *Failed) error {
+	if err := g.w.Write(Failure, f.encode()); err != nil {
+		return err
+	}
+	return g.awaitAck()
+}
+
+func (g *Guest) awaitAck() error {
+	for {
+		t, _, err := g.r.Next()
+		if err != nil {
+			return err
+		}
+		if t == ExitAck {
+			return nil
+		}
+	}
+}
+
+// Program is the running program as Serve sees it.
+type Program struct {
+	// Stdin is closed when the host's stdin ends.
+	Stdin  io.WriteCloser
+	Stdout io.Reader
+	// Stderr is nil on a terminal.
+	Stderr io.Reader
+	Signal func(syscall.Signal)
+	Resize func(WinSize)
+	// Wait returns once the program has ended and every other process that
+	// could hold its output open is gone.
+	Wait func() Status
+}
+
+// Serve relays the program's stdio until it ends, reports its status and
+// waits for the host's acknowledgement.
+func (g *Guest) Serve(p Program) error {
+	stdin := newStdinQueue()
+	acked := make(chan error, 1)
+	go func() { acked <- g.demux(p, stdin) }()
+	go g.feedStdin(p.Stdin, stdin)
+
+	var pumps sync.WaitGroup
+	for _, out := range []struct {
+		r io.Reader
+		t Type
+	}{{p.Stdout, Stdout}, {p.Stderr, Stderr}} {
+		if out.r == nil {
+			continue
+		}
+		pumps.Add(1)
+		go func() {
+			defer pumps.Done()
+			g.pump(out.t, out.r)
+		}()
+	}
+	st := p.Wait()
+	pumps.Wait()
+	if err := g.w.Write(Exit, st.encode()); err != nil {
+		return err
+	}
+	return <-acked
+}
+
+// demux handles the host's frames until the exit is acknowledged.
+func (g *Guest) demux(p Program, stdin *stdinQueue) error {
+	open := true
+	defer func() {
+		if open {
+			stdin.close()
+		}
+	}()
+	for {
+		t, b, err := g.r.Next()
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		switch t {
+		case Stdin:
+			if open {
+				stdin.put(b)
+			}
+		case StdinEOF:
+			if open {
+				stdin.close()
+				open = false
+			}
+		case Signal:
+			if sig, err := getU32(t, b); err == nil && p.Signal != nil {
+				p.Signal(syscall.Signal(sig))
+			}
+		case Winsize:
+			if ws, err := decodeWinSize(t, b); err == nil && p.Resize != nil {
+				p.Resize(ws)
+			}
+		case ExitAck:
+			return nil
+		}
+	}
+}
+
+// feedStdin writes the host's stdin to the program and returns credit for
+// every byte, also those dropped once the program stopped reading, so the
+// host never waits on a program that is gone.
+func (g *Guest) feedStdin(w io.WriteCloser, in *stdinQueue) {
+	var broken error
+	for b := in.get(); b != nil; b = in.get() {
+		if broken == nil {
+			_, broken = w.Write(b)
+		}
+		g.w.Write(StdinAck, putU32(uint32(len(b))))
+	}
+	w.Close()
+}
+
+func (g *Guest) pump(t Type, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && g.w.Write(t, buf[:n]) != nil {
+			return
+		}
+		if err != nil {
+			// A terminal's master reads EIO once the last process holding
+			// the slave is gone: that is its end of file.
+			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EIO) {
+				g.w.WriteData(Stderr, []byte(fmt.Sprintf("sandbox: reading the program's %s: %v\n", t, err)))
+			}
+			return
+		}
+	}
+}
+
+// stdinQueue holds the host's stdin until the program takes it. It is bounded
+// in bytes, by the host's window, and not in frames: stdin that comes a few
+// bytes a frame (a terminal, a slow producer) must not fill it while the
+// window is open, or demux would stop reading the channel, and with it the
+// signals, while the program ignores its stdin.
+type stdinQueue struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	buf  []byte
+	eof  bool
+}
+
+func newStdinQueue() *stdinQueue {
+	q := &stdinQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *stdinQueue) put(b []byte) {
+	q.mu.Lock()
+	q.buf = append(q.buf, b...)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *stdinQueue) close() {
+	q.mu.Lock()
+	q.eof = true
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// get waits for stdin and takes all there is; nil means its end.
+func (q *stdinQueue) get() []byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.buf) == 0 && !q.eof {
+		q.cond.Wait()
+	}
+	b := q.buf
+	q.buf = nil
+	return b
+}

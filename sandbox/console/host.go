@@ -1,0 +1,212 @@
+package console
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+)
+
+// ErrVersion is returned when the two ends speak different protocol versions.
+var ErrVersion = errors.New("console protocol version mismatch")
+
+// ErrEnded is returned when the channel ends before the program's exit was
+// reported, for instance because the sandbox died.
+var ErrEnded = errors.New("sandbox ended before the program's exit was reported")
+
+// StdinWindow is how many stdin bytes the host sends before the guest
+// acknowledges them: the bound on stdin buffered inside the sandbox, and what
+// lets the guest keep reading signals while the program ignores its stdin.
+const StdinWindow = 1 << 20
+
+// Host is the launcher's end of a session.
+type Host struct {
+	// Stdin feeds the program; nil gives it an empty stdin.
+	Stdin  io.Reader
+	Stdout io.Writer
+	// Stderr receives the program's stderr (nothing in TTY mode, where the
+	// terminal merges it into Stdout).
+	Stderr io.Writer
+	// TTY asks for the program to run on a terminal of Size.
+	TTY  bool
+	Size WinSize
+	// Signals are forwarded to the program; Resizes to its terminal.
+	Signals <-chan syscall.Signal
+	Resizes <-chan WinSize
+}
+
+// Run speaks the protocol on conn until the program ends and reports how it
+// ended. An error of type *Failed means the program never ran.
+func (h *Host) Run(conn io.ReadWriter) (Status, error) {
+	w := NewWriter(conn)
+	r := NewReader(conn)
+	if err := awaitAnnounce(r); err != nil {
+		return Status{}, err
+	}
+	if err := w.Write(Hello, hello{Version: Version, TTY: h.TTY, Size: h.Size}.encode()); err != nil {
+		return Status{}, fmt.Errorf("console: sending hello: %w", err)
+	}
+
+	done := make(chan struct{})
+	defer close(done)
+	win := newWindow(StdinWindow)
+	defer win.close()
+	go h.pumpStdin(w, win)
+	go h.forward(w, done)
+
+	for {
+		t, p, err := r.Next()
+		if err != nil {
+			if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+				return Status{}, ErrEnded
+			}
+			return Status{}, fmt.Errorf("console: %w", err)
+		}
+		switch t {
+		case Stdout:
+			h.Stdout.Write(p)
+		case Stderr:
+			h.Stderr.Write(p)
+		case Announce:
+			// Repeated while our hello was on its way.
+		case StdinAck:
+			n, err := getU32(t, p)
+			if err != nil {
+				return Status{}, err
+			}
+			win.give(int(n))
+		case Exit:
+			st, err := decodeStatus(p)
+			if err != nil {
+				return Status{}, err
+			}
+			return st, w.Write(ExitAck, nil)
+		case Failure:
+			f, err := decodeFailed(p)
+			if err != nil {
+				return Status{}, err
+			}
+			w.Write(ExitAck, nil)
+			return Status{}, f
+		default:
+			return Status{}, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
+		}
+	}
+}
+
+// announceHeader starts every Announce frame.
+var announceHeader = []byte{byte(Announce), 0, 0, 0, 4}
+
+// awaitAnnounce skips whatever precedes the guest's first announce (a pty
+// console's leftovers) and checks the guest's version.
+func awaitAnnounce(r *Reader) error {
+	for matched := 0; matched < len(announceHeader); {
+		c, err := r.r.ReadByte()
+		if err != nil {
+			if err == io.EOF {
+				return ErrEnded
+			}
+			return fmt.Errorf("console: waiting for the sandbox init: %w", err)
+		}
+		switch {
+		case c == announceHeader[matched]:
+			matched++
+		case c == announceHeader[0]:
+			matched = 1
+		default:
+			matched = 0
+		}
+	}
+	var v [4]byte
+	if _, err := io.ReadFull(r.r, v[:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return ErrEnded
+		}
+		return fmt.Errorf("console: waiting for the sandbox init: %w", err)
+	}
+	if got := binary.BigEndian.Uint32(v[:]); got != Version {
+		return fmt.Errorf("%w: the sandbox init speaks version %d, this launcher version %d (install both from one build)", ErrVersion, got, Version)
+	}
+	return nil
+}
+
+func (h *Host) pumpStdin(w *Writer, win *window) {
+	if h.Stdin != nil {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := h.Stdin.Read(buf)
+			for p := buf[:n]; len(p) > 0; {
+				k := win.take(len(p))
+				if k == 0 {
+					return
+				}
+				if w.Write(Stdin, p[:k]) != nil {
+					return
+				}
+				p = p[k:]
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	w.Write(StdinEOF, nil)
+}
+
+func (h *Host) forward(w *Writer, done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-h.Signals:
+			w.Write(Signal, putU32(uint32(sig)))
+		case ws := <-h.Resizes:
+			w.Write(Winsize, ws.encode())
+		}
+	}
+}
+
+// window counts the stdin bytes the guest is ready to take.
+type window struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	avail  int
+	closed bool
+}
+
+func newWindow(n int) *window {
+	w := &window{avail: n}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+// take waits for credit and claims up to n bytes of it; 0 means closed.
+func (w *window) take(n int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.avail == 0 && !w.closed {
+		w.cond.Wait()
+	}
+	if w.closed {
+		return 0
+	}
+	n = min(n, w.avail, MaxPayload)
+	w.avail -= n
+	return n
+}
+
+func (w *window) give(n int) {
+	w.mu.Lock()
+	w.avail += n
+	w.mu.Unlock()
+	w.cond.Signal()
+}
+
+func (w *window) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}

@@ -1,0 +1,110 @@
+package console
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// WinSize is a terminal's size in characters.
+type WinSize struct {
+	Rows, Cols uint16
+}
+
+func (s WinSize) encode() []byte {
+	b := binary.BigEndian.AppendUint16(nil, s.Rows)
+	return binary.BigEndian.AppendUint16(b, s.Cols)
+}
+
+func decodeWinSize(t Type, p []byte) (WinSize, error) {
+	if len(p) != 4 {
+		return WinSize{}, fmt.Errorf("%w: %s payload has %d bytes, want 4", ErrFrame, t, len(p))
+	}
+	return WinSize{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}, nil
+}
+
+// hello is the host's opening frame: its version, and whether the program
+// gets a terminal and of which size, so the program starts with the right one.
+type hello struct {
+	Version uint32
+	TTY     bool
+	Size    WinSize
+}
+
+func (h hello) encode() []byte {
+	b := binary.BigEndian.AppendUint32(nil, h.Version)
+	b = append(b, h.Size.encode()...)
+	var flags byte
+	if h.TTY {
+		flags |= 1
+	}
+	return append(b, flags)
+}
+
+func decodeHello(p []byte) (hello, error) {
+	// Only the version is read from a short or long hello, so that the
+	// mismatch can be reported whatever the peer's layout.
+	if len(p) < 4 {
+		return hello{}, fmt.Errorf("%w: hello payload has %d bytes, want at least 4", ErrFrame, len(p))
+	}
+	h := hello{Version: binary.BigEndian.Uint32(p)}
+	if h.Version != Version {
+		return h, nil
+	}
+	if len(p) != 9 {
+		return hello{}, fmt.Errorf("%w: hello payload has %d bytes, want 9", ErrFrame, len(p))
+	}
+	h.Size, _ = decodeWinSize(Hello, p[4:8])
+	h.TTY = p[8]&1 != 0
+	return h, nil
+}
+
+// Status is how the program ended.
+type Status struct {
+	Code   int // exit code when Signal is 0
+	Signal int // the signal that killed it, or 0
+}
+
+// ExitCode is the status a shell would report: the code, or 128+signal.
+func (s Status) ExitCode() int {
+	if s.Signal != 0 {
+		return 128 + s.Signal
+	}
+	return s.Code
+}
+
+func (s Status) encode() []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(int32(s.Code)))
+	return binary.BigEndian.AppendUint32(b, uint32(s.Signal))
+}
+
+func decodeStatus(p []byte) (Status, error) {
+	if len(p) != 8 {
+		return Status{}, fmt.Errorf("%w: exit payload has %d bytes, want 8", ErrFrame, len(p))
+	}
+	return Status{Code: int(int32(binary.BigEndian.Uint32(p))), Signal: int(binary.BigEndian.Uint32(p[4:]))}, nil
+}
+
+// Failed is a failure to run the program at all: the sandbox could not be set
+// up (125), the command is not executable (126) or not found (127).
+type Failed struct {
+	Status  int
+	Message string
+}
+
+func (f *Failed) Error() string { return f.Message }
+
+func (f *Failed) encode() []byte {
+	msg := strings.ReplaceAll(f.Message, "\n", " ")
+	if len(msg) > MaxPayload-1 {
+		msg = msg[:MaxPayload-1]
+	}
+	return append([]byte{byte(f.Status)}, msg...)
+}
+
+func decodeFailed(p []byte) (*Failed, error) {
+	if len(p) < 1 {
+		return nil, fmt.Errorf("%w: empty failure payload", ErrFrame)
+	}
+	return &Failed{Status: int(p[0]), Message: string(p[1:])}, nil
+}
