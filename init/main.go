@@ -1,0 +1,109 @@
+// Command virt-sandbox-init is PID 1 inside every sandbox, LXC container and
+// QEMU machine alike. It prepares the sandbox from the config the launcher
+// shared, waits for the launcher on the app channel, runs the program and
+// relays its stdio and exit status with the console protocol.
+//
+// It is built static (CGO_ENABLED=0): nothing it needs has to exist in the
+// sandbox's root.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+)
+
+// boot is the state the steps build up.
+type boot struct {
+	cfg     *config.Sandbox
+	channel *os.File
+	guest   *console.Guest
+	debug   bool
+	start   time.Time
+}
+
+// step is one named stage of bringing the sandbox up; the lists of steps per
+// driver read as the boot sequence and are easy to reorder.
+type step struct {
+	name string
+	run  func(*boot) error
+}
+
+func main() {
+	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
+	if len(os.Args) > 1 && os.Args[1] == "lxc" {
+		os.Exit(b.run(lxcSteps))
+	}
+	b.run(qemuSteps)
+	// PID 1 of a machine must not exit: that is a kernel panic.
+	powerOff()
+}
+
+// run performs the steps; a step that fails before the program runs is
+// reported to the launcher as a failure (status 125) when the channel is up,
+// and on the log console otherwise.
+func (b *boot) run(steps []step) int {
+	for _, s := range steps {
+		t := time.Now()
+		err := s.run(b)
+		b.logf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
+		if err == nil {
+			continue
+		}
+		var f *console.Failed
+		if !errors.As(err, &f) {
+			f = &console.Failed{Status: 125, Message: fmt.Sprintf("sandbox init: %s: %v", s.name, err)}
+		}
+		b.fail(f)
+		return f.Status
+	}
+	return 0
+}
+
+// fail reports f to the launcher, waiting for its hello first if need be.
+func (b *boot) fail(f *console.Failed) {
+	fmt.Fprintf(os.Stderr, "virt-sandbox-init: %s\n", f.Message)
+	if b.guest == nil && b.channel != nil {
+		g, err := console.Accept(b.channel)
+		if err != nil {
+			return
+		}
+		b.guest = g
+	}
+	if b.guest != nil {
+		b.guest.Fail(f)
+	}
+}
+
+// logf reports a step on the log console when debugging. Nothing is written
+// otherwise: nobody may be reading that console.
+func (b *boot) logf(format string, args ...any) {
+	if b.debug {
+		fmt.Fprintf(os.Stderr, "virt-sandbox-init: [%8.3fs] %s\n", time.Since(b.start).Seconds(), fmt.Sprintf(format, args...))
+	}
+}
+
+// loadConfig reads the config the launcher shared.
+func loadConfig(b *boot) error {
+	cfg, err := config.Load(config.GuestDir + "/" + config.FileName)
+	if err != nil {
+		return err
+	}
+	b.cfg = cfg
+	b.debug = b.debug || cfg.Debug
+	return nil
+}
+
+// handshake waits for the launcher on the app channel.
+func handshake(b *boot) error {
+	g, err := console.Accept(b.channel)
+	if err != nil {
+		return err
+	}
+	b.guest = g
+	return nil
+}

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+)
+
+// runProgram starts the program as the configured identity and relays it
+// until it ends.
+func runProgram(b *boot) error {
+	cmd, err := command(b.cfg)
+	if err != nil {
+		return err
+	}
+	tty, size := b.guest.TTY()
+	var p console.Program
+	if tty {
+		p, err = startTTY(cmd, size)
+	} else {
+		p, err = startPipes(cmd)
+	}
+	if err != nil {
+		return execFailure(cmd.Path, err)
+	}
+	b.logf("program: started %s as pid %d", cmd.Path, cmd.Process.Pid)
+	p.Wait = func() console.Status { return reap(cmd.Process.Pid) }
+	return b.guest.Serve(p)
+}
+
+// command prepares the program's process: identity, environment, directory.
+func command(cfg *config.Sandbox) (*exec.Cmd, error) {
+	id, err := resolveIdentity(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	env := withDefaults(cfg.Command.Env, map[string]string{"HOME": id.Home, "USER": id.User, "LOGNAME": id.User})
+	path, err := lookPath(cfg.Command.Argv[0], env)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &exec.Cmd{Path: path, Args: cfg.Command.Argv, Env: env, Dir: cfg.Command.Dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if !cfg.Identity.Privileged {
+		if err := dropPrivileges(); err != nil {
+			return nil, err
+		}
+	}
+	if id.UID != 0 || id.GID != 0 || len(id.Groups) > 0 {
+		groups := make([]uint32, len(id.Groups))
+		for i, g := range id.Groups {
+			groups[i] = uint32(g)
+		}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(id.UID), Gid: uint32(id.GID), Groups: groups}
+	}
+	if cmd.Dir != "" {
+		if _, err := os.Stat(cmd.Dir); err != nil {
+			return nil, fmt.Errorf("working directory: %w", err)
+		}
+	}
+	return cmd, nil
+}
+
+// identity is who the program runs as, resolved inside the sandbox.
+type identity struct {
+	UID, GID int
+	Groups   []int
+	User     string
+	Home     string
+}
+
+// resolveIdentity completes an identity given by name from the sandbox's own
+// /etc/passwd.
+func resolveIdentity(c config.Identity) (identity, error) {
+	id := identity{UID: c.UID, GID: c.GID, Groups: c.Groups, User: c.User, Home: c.Home}
+	if !c.ByName {
+		return id, nil
+	}
+	u, err := user.Lookup(c.User)
+	if err != nil {
+		return id, fmt.Errorf("user %q: %w", c.User, err)
+	}
+	id.UID, id.GID, id.Home = atoi(u.Uid), atoi(u.Gid), u.HomeDir
+	id.Groups = nil
+	gids, err := u.GroupIds()
+	if err != nil {
+		return id, fmt.Errorf("groups of user %q: %w", c.User, err)
+	}
+	for _, g := range gids {
+		id.Groups = append(id.Groups, atoi(g))
+	}
+	return id, nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// withDefaults adds the entries of defaults whose keys env does not set.
+func withDefaults(env []string, defaults map[string]string) []string {
+	out := append([]string(nil), env...)
+	for _, k := range []string{"HOME", "USER", "LOGNAME"} {
+		v := defaults[k]
+		if v == "" || hasKey(env, k) {
+			continue
+		}
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// lookPath finds the program along the program's own PATH, not the init's.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			os.Setenv("PATH", v)
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", &console.Failed{Status: 127, Message: fmt.Sprintf("%s: command not found", name)}
+	}
+	return p, nil
+}
+
+// execFailure maps a failed start to the statuses a shell uses.
+func execFailure(path string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return &console.Failed{Status: 127, Message: fmt.Sprintf("%s: no such file or directory", path)}
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.ENOEXEC), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EPERM):
+		return &console.Failed{Status: 126, Message: fmt.Sprintf("%s: cannot execute: %v", path, errors.Unwrap(err))}
+	}
+	return err
+}
+
+// dropPrivileges empties the capability bounding set and sets no_new_privs,
+// so neither the program nor anything it runs (set-uid binaries of the host
+// root included) can gain a capability. The init keeps its own effective
+// capabilities for the teardown.
+func dropPrivileges() error {
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("dropping capability %d: %w", c, err)
+		}
+	}
+	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+}
+
+// startPipes runs the program on pipes, in its own process group so that
+// forwarded signals reach it and its children as a terminal's would.
+func startPipes(cmd *exec.Cmd) (console.Program, error) {
+	var p console.Program
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return p, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return p, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return p, err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr.Setpgid = true
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return p, err
+	}
+	pgid := cmd.Process.Pid
+	return console.Program{
+		Stdin:  inW,
+		Stdout: outR,
+		Stderr: errR,
+		Signal: func(sig syscall.Signal) { unix.Kill(-pgid, sig) },
+	}, nil
+}
+
+// startTTY runs the program as the leader of a new session on a fresh pty.
+func startTTY(cmd *exec.Cmd, size console.WinSize) (console.Program, error) {
+	var p console.Program
+	master, slave, err := pty.Open()
+	if err != nil {
+		return p, err
+	}
+	if size.Rows > 0 && size.Cols > 0 {
+		pty.Setsize(master, &pty.Winsize{Rows: size.Rows, Cols: size.Cols})
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr.Setsid = true
+	cmd.SysProcAttr.Setctty = true
+	cmd.SysProcAttr.Ctty = 0
+	err = cmd.Start()
+	slave.Close()
+	if err != nil {
+		master.Close()
+		return p, err
+	}
+	return console.Program{
+		Stdin:  keepOpen{master},
+		Stdout: master,
+		Signal: func(sig syscall.Signal) {
+			// The terminal's foreground group, as a terminal would.
+			if pgid, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPGRP); err == nil {
+				unix.Kill(-pgid, sig)
+			}
+		},
+		Resize: func(ws console.WinSize) { pty.Setsize(master, &pty.Winsize{Rows: ws.Rows, Cols: ws.Cols}) },
+	}, nil
+}
+
+// keepOpen is a terminal master as the program's stdin: the end of the
+// caller's input must not close the master, which is also its output.
+type keepOpen struct{ *os.File }
+
+func (keepOpen) Close() error { return nil }
+
+// reap waits for the program to end, then kills whatever it left behind and
+// reaps everything, so the program's pipes reach end of file: the sandbox
+// lives exactly as long as its program.
+func reap(pid int) console.Status {
+	var st console.Status
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			break
+		}
+		if got == pid {
+			if ws.Signaled() {
+				st.Signal = int(ws.Signal())
+			} else {
+				st.Code = ws.ExitStatus()
+			}
+			break
+		}
+	}
+	unix.Kill(-1, unix.SIGKILL)
+	for {
+		if _, err := unix.Wait4(-1, nil, 0, nil); err == unix.ECHILD {
+			return st
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/kmod"
+)
+
+// These match the names the launcher gives the devices (package sandbox).
+const (
+	appChannel = "org.virt-sandbox.app"
+	rootTag    = "sandbox-root"
+	configTag  = "sandbox-config"
+	modulesDir = "/modules"
+	newRoot    = "/newroot"
+)
+
+// qemuSteps boot a QEMU sandbox from the initramfs to the program.
+var qemuSteps = []step{
+	{"kernel filesystems", mountKernelFS},
+	{"modules", loadModules},
+	{"channel", openVirtioChannel},
+	{"root", mountRoot},
+	{"switch root", switchRoot},
+	{"config", loadConfig},
+	{"filesystems", mountGuestFS},
+	{"handshake", handshake},
+	{"program", runProgram},
+}
+
+func mountKernelFS(b *boot) error {
+	err := mountAll([]mount{
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	})
+	if err != nil {
+		return err
+	}
+	// The kernel may have found no /dev/console in the initramfs.
+	if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+		for fd := 0; fd <= 2; fd++ {
+			unix.Dup2(int(c.Fd()), fd)
+		}
+		c.Close()
+	}
+	return nil
+}
+
+// loadModules loads what the launcher put in the initramfs, in its order.
+func loadModules(b *boot) error {
+	entries, err := os.ReadDir(modulesDir)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		t := time.Now()
+		image, err := kmod.ReadModule(filepath.Join(modulesDir, n))
+		if err != nil {
+			return err
+		}
+		_, file, _ := strings.Cut(n, "-")
+		name := kmod.Name(file)
+		if err := kmod.Load(name, image, ""); err != nil {
+			return err
+		}
+		comp := compressionOf(file)
+		b.logf("module %s (%s, %d bytes) loaded in %v", name, comp, len(image), time.Since(t).Round(time.Microsecond))
+	}
+	return nil
+}
+
+func compressionOf(file string) string {
+	for _, c := range []string{"gz", "xz", "zst"} {
+		if strings.HasSuffix(file, ".ko."+c) {
+			return c
+		}
+	}
+	return "uncompressed"
+}
+
+// openVirtioChannel finds the app channel's port by its name in sysfs, as
+// there is no udev to make /dev/virtio-ports links, and waits a bounded
+// time for the driver to probe it.
+func openVirtioChannel(b *boot) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, p := range ports {
+			name, err := os.ReadFile(p)
+			if err != nil || strings.TrimSpace(string(name)) != appChannel {
+				continue
+			}
+			dev := "/dev/" + filepath.Base(filepath.Dir(p))
+			f, err := os.OpenFile(dev, os.O_RDWR, 0)
+			if err == nil {
+				b.channel = f
+				return nil
+			}
+			if !os.IsNotExist(err) {
+				return err
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no virtio port named %s", appChannel)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// ninePOpts are the 9p mount options: a large msize for throughput, and
+// the page cache for the read-only root.
+const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
+
+// mountRoot mounts the root share read-only with a private /run holding the
+// config share, as the LXC driver lays it out.
+func mountRoot(b *boot) error {
+	return mountAll([]mount{
+		{rootTag, newRoot, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"},
+		{"tmpfs", newRoot + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{configTag, newRoot + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
+	})
+}
+
+// switchRoot makes the root share / with the kernel filesystems moved
+// along. The initramfs cannot be pivoted away from, so the new root is
+// moved over it and chrooted into.
+func switchRoot(b *boot) error {
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(d, newRoot+d, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("moving %s into the root: %w", d, err)
+		}
+	}
+	if err := unix.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving the root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return unix.Chdir("/")
+}
+
+func mountGuestFS(b *boot) error {
+	err := mountAll([]mount{{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"}})
+	if err != nil {
+		return err
+	}
+	return mountScratch(b)
+}
+
+// powerOff ends the machine once the program's status is reported; the
+// domain's on_poweroff is destroy.
+func powerOff() {
+	unix.Sync()
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
