@@ -1,0 +1,177 @@
+package sandbox
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+)
+
+// kernel is the kernel a QEMU sandbox boots and its module tree.
+type kernel struct {
+	path    string
+	version string
+	modules string // the tree: modules.dep is in it
+}
+
+// findKernel resolves the kernel of k: --kernpath, else /boot/vmlinuz of
+// --kernver, else of the running kernel, else the newest kernel in /boot
+// whose modules are installed. Modules come from --kmodpath (a directory of
+// trees like /lib/modules, or a tree itself).
+func findKernel(k config.Kernel) (kernel, error) {
+	modRoot := k.ModulesDir
+	if modRoot == "" {
+		modRoot = "/lib/modules"
+	}
+	kern := kernel{path: k.Path, version: k.Version}
+	switch {
+	case kern.path != "":
+		if _, err := os.Stat(kern.path); err != nil {
+			return kern, fmt.Errorf("kernel: %w", err)
+		}
+		if kern.version == "" {
+			v, err := bzImageVersion(kern.path)
+			if err != nil {
+				return kern, fmt.Errorf("kernel %s: %w (give --kernver)", kern.path, err)
+			}
+			kern.version = v
+		}
+	case kern.version != "":
+		kern.path = "/boot/vmlinuz-" + kern.version
+		if _, err := os.Stat(kern.path); err != nil {
+			return kern, fmt.Errorf("kernel: %w", err)
+		}
+	default:
+		var uts unix.Utsname
+		unix.Uname(&uts)
+		running := unix.ByteSliceToString(uts.Release[:])
+		candidates := append([]string{running}, installedKernels()...)
+		for _, v := range candidates {
+			p := "/boot/vmlinuz-" + v
+			if fileExists(p) && (fileExists(filepath.Join(modRoot, v, "modules.dep")) || fileExists(filepath.Join(modRoot, "modules.dep"))) {
+				kern.path, kern.version = p, v
+				break
+			}
+		}
+		if kern.path == "" {
+			return kern, fmt.Errorf("no kernel found: neither /boot/vmlinuz-%s nor any /boot/vmlinuz-* with modules in %s (give --kernpath)", running, modRoot)
+		}
+	}
+	kern.modules = filepath.Join(modRoot, kern.version)
+	if fileExists(filepath.Join(modRoot, "modules.dep")) {
+		kern.modules = modRoot
+	}
+	if !fileExists(filepath.Join(kern.modules, "modules.dep")) {
+		return kern, fmt.Errorf("no modules.dep in %s for kernel %s (give --kmodpath)", kern.modules, kern.version)
+	}
+	return kern, nil
+}
+
+// installedKernels lists the versions of /boot/vmlinuz-*, newest first.
+func installedKernels() []string {
+	paths, _ := filepath.Glob("/boot/vmlinuz-*")
+	var vs []string
+	for _, p := range paths {
+		vs = append(vs, strings.TrimPrefix(filepath.Base(p), "vmlinuz-"))
+	}
+	sort.Slice(vs, func(i, j int) bool { return versionLess(vs[j], vs[i]) })
+	return vs
+}
+
+// versionLess orders kernel versions by their numeric fields.
+func versionLess(a, b string) bool {
+	fa, fb := strings.FieldsFunc(a, notDigit), strings.FieldsFunc(b, notDigit)
+	for i := 0; i < len(fa) && i < len(fb); i++ {
+		if len(fa[i]) != len(fb[i]) {
+			return len(fa[i]) < len(fb[i])
+		}
+		if fa[i] != fb[i] {
+			return fa[i] < fb[i]
+		}
+	}
+	return len(fa) < len(fb)
+}
+
+func notDigit(r rune) bool { return r < '0' || r > '9' }
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// bzImageVersion reads the version string an x86 kernel image carries in
+// its boot protocol header.
+func bzImageVersion(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	hdr := make([]byte, 0x210)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		return "", fmt.Errorf("not a kernel image: %w", err)
+	}
+	if string(hdr[0x202:0x206]) != "HdrS" {
+		return "", fmt.Errorf("not a bzImage kernel")
+	}
+	off := int64(hdr[0x20e]) | int64(hdr[0x20f])<<8
+	buf := make([]byte, 256)
+	n, _ := f.ReadAt(buf, off+0x200)
+	v, _, _ := bytes.Cut(buf[:n], []byte{' '})
+	v, _, _ = bytes.Cut(v, []byte{0})
+	if len(v) == 0 {
+		return "", fmt.Errorf("no version string in the kernel image")
+	}
+	return string(v), nil
+}
+
+// cachedKernel returns a copy of the kernel image in cacheDir, made once
+// per image (keyed by its path, size and modification time). QEMU runs as
+// the caller and libvirt hands it its files by changing their owner for the
+// run; the caller's own copy keeps that away from the host's /boot.
+func cachedKernel(cacheDir, path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("kernel: %w", err)
+	}
+	key := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%d", path, fi.Size(), fi.ModTime().UnixNano())))
+	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%x", filepath.Base(path), key[:8]))
+	if fileExists(dst) {
+		return dst, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("kernel cache: %w", err)
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("kernel: %w", err)
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(cacheDir, ".kernel-*")
+	if err != nil {
+		return "", fmt.Errorf("kernel cache: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, src)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		return "", fmt.Errorf("kernel cache: %w", err)
+	}
+	return dst, nil
+}

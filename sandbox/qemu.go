@@ -1,0 +1,174 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/kmod"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/initrd"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/kvm"
+)
+
+// qemuDriver runs sandboxes as QEMU machines booting the host's kernel with
+// our init as PID 1.
+type qemuDriver struct{}
+
+// The names the init looks for: the app channel's virtio-serial port and
+// the 9p tags of the shares.
+const (
+	AppChannel = "org.virt-sandbox.app"
+	RootTag    = "sandbox-root"
+	ConfigTag  = "sandbox-config"
+	// ConsoleLog is the serial console's log in the state directory.
+	ConsoleLog = "console.log"
+)
+
+// DefaultMemoryMiB is a QEMU sandbox's memory unless --memory says.
+const DefaultMemoryMiB = 512
+
+// baseModules are what every QEMU sandbox needs: the PCI transport, the
+// app channel and the 9p shares.
+var baseModules = []string{"virtio_pci", "virtio_console", "9p", "9pnet_virtio"}
+
+func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
+	kern, err := findKernel(cfg.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	r.debugf("kernel %s (version %s), modules from %s", kern.path, kern.version, kern.modules)
+	tree, err := kmod.Open(kern.modules)
+	if err != nil {
+		return nil, err
+	}
+	mods, err := tree.Resolve(baseModules...)
+	if err != nil {
+		return nil, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
+	}
+	rd, err := initrd.Cached(filepath.Join(CacheDir(), "initrd"), r.initPath, mods)
+	if err != nil {
+		return nil, err
+	}
+	if rd.Built {
+		r.debugf("initrd built in %v: %s", rd.Elapsed.Round(1e6), rd.Path)
+	} else {
+		r.debugf("initrd cached: %s", rd.Path)
+	}
+
+	kernPath, err := cachedKernel(filepath.Join(CacheDir(), "kernel"), kern.path)
+	if err != nil {
+		return nil, err
+	}
+
+	virtType := cfg.Kernel.VirtType
+	if virtType == "" {
+		virtType = "qemu"
+		if ok, reason := kvm.Usable(CacheDir()); ok {
+			virtType = "kvm"
+		} else {
+			r.debugf("KVM not usable (%s): using TCG", reason)
+		}
+	}
+	mem := cfg.Kernel.MemoryMiB
+	if mem == 0 {
+		mem = DefaultMemoryMiB
+	}
+	d := baseDomain(cfg, virtType, mem)
+	cmdline := []string{"console=ttyS0", "panic=-1", "rdinit=/init"}
+	if cfg.Debug {
+		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
+	} else {
+		cmdline = append(cmdline, "quiet", "loglevel=1")
+	}
+	if cfg.Kernel.Cmdline != "" {
+		cmdline = append(cmdline, cfg.Kernel.Cmdline)
+	}
+	d.OS = &libvirtxml.DomainOS{
+		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+		Kernel:  kernPath,
+		Initrd:  rd.Path,
+		Cmdline: strings.Join(cmdline, " "),
+	}
+	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
+	if virtType == "kvm" {
+		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
+	}
+	if strings.HasSuffix(cfg.URI, "/system") {
+		if err := checkQEMUStateDir(); err != nil {
+			return nil, err
+		}
+		// QEMU would run as libvirt-qemu and meet the shares as a stranger:
+		// run it as the caller, so file access is the caller's. libvirt
+		// must relabel, or QEMU cannot read libvirt's own files for it.
+		d.SecLabel = append(d.SecLabel, libvirtxml.DomainSecLabel{
+			Type: "static", Model: "dac", Relabel: "yes",
+			Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid()),
+		})
+	}
+	root := cfg.Root
+	if root == "" {
+		root = "/"
+	}
+	ninePFS := func(src, tag string) libvirtxml.DomainFilesystem {
+		f := bindFS(src, tag, true)
+		f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
+		return f
+	}
+	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	d.Devices = &libvirtxml.DomainDeviceList{
+		Filesystems: []libvirtxml.DomainFilesystem{ninePFS(root, RootTag), ninePFS(r.stateDir, ConfigTag)},
+		Serials: []libvirtxml.DomainSerial{{
+			Source: pty,
+			Log:    &libvirtxml.DomainChardevLog{File: filepath.Join(r.stateDir, ConsoleLog), Append: "off"},
+		}},
+		// OpenChannel needs the channel on a UNIX socket; libvirt picks
+		// its path.
+		Channels: []libvirtxml.DomainChannel{{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: AppChannel}},
+		}},
+		MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
+	}
+	return d, nil
+}
+
+func (qemuDriver) openChannel(dom *libvirt.Domain, st *libvirt.Stream) error {
+	return dom.OpenChannel(AppChannel, st, 0)
+}
+
+func (qemuDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
+	return dom.OpenConsole("serial0", st, 0)
+}
+
+// CacheDir holds what is worth keeping between runs: initrds and the KVM
+// verdict.
+func CacheDir() string {
+	if os.Getuid() == 0 {
+		return "/var/cache/virt-sandbox"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "virt-sandbox")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-cache-%d", os.Getuid()))
+}
+
+// qemuStateDir is where qemu:///system keeps each domain's private files.
+const qemuStateDir = "/var/lib/libvirt/qemu"
+
+// checkQEMUStateDir tells why a QEMU running as an unprivileged caller
+// would fail to start, before QEMU says it in many lines.
+func checkQEMUStateDir() error {
+	if os.Getuid() == 0 {
+		return nil
+	}
+	fi, err := os.Stat(qemuStateDir)
+	if err == nil && fi.Mode().Perm()&0o001 == 0 {
+		return fmt.Errorf("QEMU runs as the caller, who cannot reach %s (mode %04o): make it searchable with chmod o+x, as upstream libvirt installs it", qemuStateDir, fi.Mode().Perm())
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+// Package sandbox is the host side of a sandbox: it turns a validated config
+// into a libvirt domain for the config's driver, starts it, relays the
+// program's stdio over the app channel with the console protocol and cleans
+// up, so that nothing outlives the run.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+)
+
+// IO is the caller's side of the program's stdio.
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Signals delivers the caller's SIGINT, SIGTERM, SIGHUP and SIGQUIT,
+	// which are forwarded to the program, and SIGWINCH.
+	Signals <-chan os.Signal
+}
+
+// Grace is how long a forwarded SIGINT, SIGTERM, SIGHUP or SIGQUIT may take
+// to end the program before the sandbox is destroyed. A second signal
+// destroys it at once.
+const Grace = 10 * time.Second
+
+// ErrDetached is returned when the caller detached from a terminal session
+// with Ctrl-]: the sandbox was destroyed.
+var ErrDetached = errors.New("detached: the sandbox was destroyed")
+
+// driver is what differs between LXC and QEMU sandboxes.
+type driver interface {
+	// domain builds the domain, preparing what it needs in the run's state.
+	domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
+	openChannel(dom *libvirt.Domain, st *libvirt.Stream) error
+	openLog(dom *libvirt.Domain, st *libvirt.Stream) error
+}
+
+func driverFor(d config.Driver) (driver, error) {
+	switch d {
+	case config.LXC:
+		return lxcDriver{}, nil
+	case config.QEMU:
+		return qemuDriver{}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown driver %q", config.ErrInvalid, d)
+}
+
+// run is one sandbox from start to cleanup.
+type run struct {
+	cfg      *config.Sandbox
+	drv      driver
+	io       IO
+	conn     *libvirt.Connect
+	dom      *libvirt.Domain
+	stateDir string
+	initPath string
+	stopped  chan struct{}
+	stopOnce sync.Once
+	cleanups []func()
+	// killedBy is the caller's signal that made us destroy the sandbox.
+	killedBy atomic.Int32
+	detached atomic.Bool
+}
+
+// Run starts the sandbox cfg describes, relays its program and returns the
+// program's exit status. Errors mean the program did not run to its end: a
+// *console.Failed carries its own status, anything else is a failure to
+// launch (status 125).
+func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	drv, err := driverFor(cfg.Driver)
+	if err != nil {
+		return 0, err
+	}
+	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
+	defer r.cleanup()
+	for _, s := range []struct {
+		name string
+		do   func() error
+	}{
+		{"connect", r.connect},
+		{"state", r.prepareState},
+		{"start", r.start},
+	} {
+		t := time.Now()
+		if err := s.do(); err != nil {
+			return 0, err
+		}
+		r.debugf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
+	}
+	st, err := r.relay()
+	if sig := r.killedBy.Load(); sig != 0 {
+		return 128 + int(sig), nil
+	}
+	var failed *console.Failed
+	if err != nil && !errors.As(err, &failed) {
+		r.destroy()
+		return 0, err
+	}
+	// The init ends by itself once the host acknowledged the exit or the
+	// failure; a destroy would only be slower.
+	r.awaitStop()
+	return st.ExitCode(), err
+}
+
+func (r *run) debugf(format string, args ...any) {
+	if r.cfg.Debug {
+		fmt.Fprintf(r.io.Stderr, "virt-sandbox: "+format+"\n", args...)
+	}
+}
+
+func (r *run) cleanup() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+func (r *run) onCleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+
+func (r *run) connect() error {
+	conn, err := connect(r.cfg.URI)
+	if err != nil {
+		return err
+	}
+	r.conn = conn
+	r.onCleanup(func() { conn.Close() })
+	return nil
+}
+
+// start creates the transient domain. START_AUTODESTROY ties its life to
+// our connection, so a launcher that is killed leaves no domain behind.
+func (r *run) start() error {
+	d, err := r.drv.domain(r.cfg, r)
+	if err != nil {
+		return err
+	}
+	xml, err := d.Marshal()
+	if err != nil {
+		return fmt.Errorf("domain XML: %w", err)
+	}
+	cb, err := r.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
+		if ev.Event != libvirt.DOMAIN_EVENT_STOPPED {
+			return
+		}
+		if uuid, err := d.GetUUIDString(); err == nil && uuid == r.cfg.UUID {
+			r.stopOnce.Do(func() { close(r.stopped) })
+		}
+	})
+	if err != nil {
+		return libvirtError("watching domain events", err)
+	}
+	r.onCleanup(func() { r.conn.DomainEventDeregister(cb) })
+	dom, err := r.conn.DomainCreateXML(xml, libvirt.DOMAIN_START_AUTODESTROY)
+	if err != nil {
+		return libvirtError("starting the sandbox", err)
+	}
+	r.dom = dom
+	r.onCleanup(func() { dom.Free() })
+	return nil
+}
+
+// relay opens the app channel and speaks the console protocol on it.
+func (r *run) relay() (console.Status, error) {
+	if r.cfg.Debug {
+		r.followLog()
+	}
+	st, err := r.conn.NewStream(0)
+	if err != nil {
+		return console.Status{}, libvirtError("opening a stream", err)
+	}
+	defer st.Free()
+	if err := r.drv.openChannel(r.dom, st); err != nil {
+		return console.Status{}, libvirtError("opening the sandbox's channel", err)
+	}
+	term, err := openTerminal(r.io.Stdin, r.cfg.TTY)
+	if err != nil {
+		return console.Status{}, err
+	}
+	defer term.restore()
+	signals := make(chan syscall.Signal, 4)
+	resizes := make(chan console.WinSize, 4)
+	host := &console.Host{
+		Stdin:   term.stdin,
+		Stdout:  r.io.Stdout,
+		Stderr:  r.io.Stderr,
+		TTY:     r.cfg.TTY,
+		Size:    term.size(),
+		Signals: signals,
+		Resizes: resizes,
+	}
+	done := make(chan struct{})
+	defer close(done)
+	go r.handleSignals(term, signals, resizes, done)
+	status, err := host.Run(stream{st})
+	if r.detached.Load() {
+		return status, ErrDetached
+	}
+	return status, err
+}
+
+// followLog copies the sandbox's log console to stderr.
+func (r *run) followLog() {
+	st, err := r.conn.NewStream(0)
+	if err != nil {
+		return
+	}
+	if err := r.drv.openLog(r.dom, st); err != nil {
+		r.debugf("log console: %v", err)
+		st.Free()
+		return
+	}
+	go func() {
+		defer st.Free()
+		io.Copy(r.io.Stderr, stream{st})
+	}()
+}
+
+// handleSignals forwards the caller's signals to the program and destroys
+// the sandbox when the program outlives the grace period, a second signal
+// arrives or the caller detaches.
+func (r *run) handleSignals(t *terminal, signals chan<- syscall.Signal, resizes chan<- console.WinSize, done <-chan struct{}) {
+	var grace <-chan time.Time
+	var pending syscall.Signal
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.detach:
+			r.detached.Store(true)
+			r.destroy()
+			return
+		case <-grace:
+			r.killedBy.Store(int32(pending))
+			r.destroy()
+			return
+		case sig := <-r.io.Signals:
+			s, _ := sig.(syscall.Signal)
+			switch {
+			case s == syscall.SIGWINCH:
+				resizes <- t.size()
+			case grace != nil:
+				r.killedBy.Store(int32(s))
+				r.destroy()
+				return
+			default:
+				pending = s
+				signals <- s
+				grace = time.After(Grace)
+			}
+		}
+	}
+}
+
+// destroy ends the domain at once: only on errors, interrupts and detaches,
+// since the normal end (PID 1 exits or powers off) is much faster.
+func (r *run) destroy() {
+	if r.dom == nil {
+		return
+	}
+	if err := r.dom.Destroy(); err != nil {
+		r.debugf("destroy: %v", err)
+	}
+}
+
+// awaitStop waits for the domain to go away after the program ended; the
+// init ends right after the host acknowledged the exit.
+func (r *run) awaitStop() {
+	if active, err := r.dom.IsActive(); err != nil || !active {
+		return
+	}
+	select {
+	case <-r.stopped:
+	case <-time.After(StopTimeout):
+		r.debugf("the sandbox did not stop within %v; destroying it", StopTimeout)
+		r.destroy()
+	}
+}
+
+// StopTimeout bounds the wait for a sandbox to stop by itself once its
+// program has ended.
+const StopTimeout = 30 * time.Second
