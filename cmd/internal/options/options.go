@@ -1,0 +1,168 @@
+// Package options holds the virt-sandbox command-line options and their
+// translation into a config.Sandbox, shared by every command that launches
+// sandboxes.
+package options
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+)
+
+// DefaultPath is the program's PATH unless -e sets one: the caller's own
+// PATH may name directories the sandbox's root does not have.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Flags are the options that describe a sandbox.
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session or qemu:///embed?root=DIR"},
+		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "domain `NAME` (default: a unique sandbox-XXXXXXXX)"},
+		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
+		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities (default: the caller's uid and gid, no capabilities)"},
+		&cli.StringFlag{Name: "switch-user", Aliases: []string{"S"}, Usage: "run the program as `USER` of the sandbox's /etc/passwd"},
+		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
+		&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "run the program on pipes even from a terminal"},
+		&cli.BoolFlag{Name: "debug", Aliases: []string{"d", "v", "verbose"}, Usage: "show the launcher's and the init's steps, the sandbox's log console and libvirt's errors on stderr"},
+		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
+		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
+		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
+		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
+		&cli.StringFlag{Name: "kmodpath", Usage: "kernel modules `DIR`, holding VERSION/modules.dep or modules.dep (QEMU; default /lib/modules)", Category: "Machine"},
+		&cli.StringFlag{Name: "virt-type", Usage: "`kvm` or qemu (TCG) (QEMU; default kvm when it works, checked within a second)", Category: "Machine"},
+		&cli.StringFlag{Name: "kernel-args", Usage: "`ARGS` appended to the kernel command line (QEMU)", Category: "Machine"},
+	}
+}
+
+// Config builds the sandbox config from the parsed options and the command
+// line (the program and its arguments).
+func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%w: no command given", config.ErrInvalid)
+	}
+	uri := c.String("connect")
+	drv, err := DriverOf(uri)
+	if err != nil {
+		return nil, err
+	}
+	s := &config.Sandbox{
+		Version: config.Version,
+		Name:    c.String("name"),
+		UUID:    newUUID(),
+		Driver:  drv,
+		URI:     uri,
+		Command: config.Command{Argv: argv},
+		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+	}
+	if s.Name == "" {
+		s.Name = "sandbox-" + s.UUID[:8]
+	}
+	s.TTY = c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
+	s.Command.Env = []string{"PATH=" + DefaultPath}
+	if t := os.Getenv("TERM"); s.TTY && t != "" {
+		s.Command.Env = append(s.Command.Env, "TERM="+t)
+	}
+	for _, e := range c.StringSlice("env") {
+		kv, err := config.ParseEnv(e)
+		if err != nil {
+			return nil, err
+		}
+		s.Command.Env = setEnv(s.Command.Env, kv)
+	}
+	if s.Root == "" {
+		// The host's root: the caller's directory exists there too.
+		if wd, err := os.Getwd(); err == nil {
+			s.Command.Dir = wd
+		}
+	}
+	if s.Command.Dir == "" {
+		s.Command.Dir = "/"
+	}
+	if s.Kernel, err = kernel(c); err != nil {
+		return nil, err
+	}
+	s.Identity, err = identity(c)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.Validate()
+}
+
+// DriverOf names the driver of a libvirt URI such as qemu+ssh://host/system.
+func DriverOf(uri string) (config.Driver, error) {
+	scheme, _, ok := strings.Cut(uri, ":")
+	if !ok {
+		return "", fmt.Errorf("%w: -c %q: not a libvirt URI", config.ErrInvalid, uri)
+	}
+	scheme, _, _ = strings.Cut(scheme, "+")
+	switch scheme {
+	case "lxc":
+		return config.LXC, nil
+	case "qemu":
+		return config.QEMU, nil
+	}
+	return "", fmt.Errorf("%w: -c %q: unsupported driver %q (want lxc or qemu)", config.ErrInvalid, uri, scheme)
+}
+
+func kernel(c *cli.Context) (config.Kernel, error) {
+	k := config.Kernel{
+		Path:       c.String("kernpath"),
+		Version:    c.String("kernver"),
+		ModulesDir: c.String("kmodpath"),
+		VCPUs:      c.Uint("vcpus"),
+		VirtType:   c.String("virt-type"),
+		Cmdline:    c.String("kernel-args"),
+	}
+	if m := c.String("memory"); m != "" {
+		kib, err := config.ParseSize(m)
+		if err != nil {
+			return k, fmt.Errorf("--memory: %w", err)
+		}
+		k.MemoryMiB = (kib + 1023) / 1024
+	}
+	return k, nil
+}
+
+func identity(c *cli.Context) (config.Identity, error) {
+	switch {
+	case c.String("switch-user") != "":
+		return config.Identity{User: c.String("switch-user"), ByName: true, Privileged: c.Bool("privileged")}, nil
+	case c.Bool("privileged"):
+		return config.Identity{UID: 0, GID: 0, User: "root", Home: "/root", Privileged: true}, nil
+	}
+	id := config.Identity{UID: os.Getuid(), GID: os.Getgid()}
+	if groups, err := os.Getgroups(); err == nil {
+		id.Groups = groups
+	}
+	if u, err := user.LookupId(fmt.Sprint(id.UID)); err == nil {
+		id.User, id.Home = u.Username, u.HomeDir
+	}
+	return id, nil
+}
+
+// setEnv sets kv in env, replacing an entry of the same key.
+func setEnv(env []string, kv string) []string {
+	key, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}
+
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
