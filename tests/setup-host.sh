@@ -3,6 +3,7 @@
 # starts virtlogd and libvirtd when they are not running, and waits until
 # lxc:/// and qemu:///system answer. Idempotent, and quick when all is in place.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 
 packages=(
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
@@ -35,11 +36,23 @@ if ! id sandbox-test >/dev/null 2>&1; then
 	useradd --create-home --groups libvirt --shell /bin/sh sandbox-test
 fi
 
+# qemu:///system sandboxes run QEMU as their caller, which must be able to
+# reach its domain's files under /var/lib/libvirt/qemu: upstream libvirt
+# packages that directory 0751, Debian 0750.
+chmod o+x /var/lib/libvirt/qemu
+
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if ! running /run/virtlogd.pid; then
 	log "starting virtlogd"
 	virtlogd -d
+fi
+
+# A libvirtd started without our configuration keeps the test user out.
+if running /run/libvirtd.pid && [ "$(stat -c %a:%G /run/libvirt/libvirt-sock 2>/dev/null)" != 770:libvirt ]; then
+	log "restarting libvirtd with $here/libvirtd.conf"
+	kill "$(cat /run/libvirtd.pid)"
+	for _ in $(seq 1 100); do running /run/libvirtd.pid || break; sleep 0.1; done
 fi
 
 if ! running /run/libvirtd.pid; then
@@ -50,10 +63,10 @@ if ! running /run/libvirtd.pid; then
 	if [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
 		mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
 		log "starting libvirtd (hybrid cgroups: private mount namespace without /sys/fs/cgroup/unified)"
-		unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec libvirtd -d'
+		unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec libvirtd -d -f "$1"' sh "$here/libvirtd.conf"
 	else
 		log "starting libvirtd"
-		libvirtd -d
+		libvirtd -d -f "$here/libvirtd.conf"
 	fi
 fi
 
