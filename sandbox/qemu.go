@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,8 +99,8 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if virtType == "kvm" {
 		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
 	}
-	if strings.HasSuffix(cfg.URI, "/system") {
-		if err := checkQEMUStateDir(); err != nil {
+	if system := strings.Contains(cfg.URI, ":///system"); system || isEmbedded(cfg.URI) {
+		if err := checkQEMUStateDir(system); err != nil {
 			return nil, err
 		}
 		// QEMU would run as libvirt-qemu and meet the shares as a stranger:
@@ -162,8 +163,8 @@ const qemuStateDir = "/var/lib/libvirt/qemu"
 
 // checkQEMUStateDir tells why a QEMU running as an unprivileged caller
 // would fail to start, before QEMU says it in many lines.
-func checkQEMUStateDir() error {
-	if os.Getuid() == 0 {
+func checkQEMUStateDir(system bool) error {
+	if !system || os.Getuid() == 0 {
 		return nil
 	}
 	fi, err := os.Stat(qemuStateDir)
@@ -171,4 +172,23 @@ func checkQEMUStateDir() error {
 		return fmt.Errorf("QEMU runs as the caller, who cannot reach %s (mode %04o): make it searchable with chmod o+x, as upstream libvirt installs it", qemuStateDir, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// prepareEmbedRoot gives a new root of the embedded QEMU driver a qemu.conf
+// that logs QEMU's output to files itself: its default hands logs to
+// virtlogd, which the embedded driver is meant to do without.
+func prepareEmbedRoot(uri string) error {
+	u, err := url.Parse(uri)
+	if err != nil || u.Query().Get("root") == "" {
+		return fmt.Errorf("%w: -c %q: the embedded driver needs ?root=DIR", config.ErrInvalid, uri)
+	}
+	etc := filepath.Join(u.Query().Get("root"), "etc")
+	conf := filepath.Join(etc, "qemu.conf")
+	if fileExists(conf) {
+		return nil
+	}
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		return fmt.Errorf("embedded driver root: %w", err)
+	}
+	return os.WriteFile(conf, []byte("# Written by virt-sandbox: no virtlogd needed.\nstdio_handler = \"file\"\n"), 0o644)
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -108,7 +110,15 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 		return 128 + int(sig), nil
 	}
 	var failed *console.Failed
-	if err != nil && !errors.As(err, &failed) {
+	switch {
+	case errors.Is(err, console.ErrEnded):
+		// The sandbox died by itself: its log may say why.
+		r.awaitStop()
+		if reason := bootFailure(filepath.Join(r.stateDir, ConsoleLog)); reason != "" {
+			err = fmt.Errorf("%w: %s", err, reason)
+		}
+		return 0, err
+	case err != nil && !errors.As(err, &failed):
 		r.destroy()
 		return 0, err
 	}
@@ -133,6 +143,12 @@ func (r *run) cleanup() {
 func (r *run) onCleanup(f func()) { r.cleanups = append(r.cleanups, f) }
 
 func (r *run) connect() error {
+	if isEmbedded(r.cfg.URI) {
+		// The embedded driver reads its configuration when connecting.
+		if err := prepareEmbedRoot(r.cfg.URI); err != nil {
+			return err
+		}
+	}
 	conn, err := connect(r.cfg.URI)
 	if err != nil {
 		return err
@@ -165,7 +181,15 @@ func (r *run) start() error {
 		return libvirtError("watching domain events", err)
 	}
 	r.onCleanup(func() { r.conn.DomainEventDeregister(cb) })
-	dom, err := r.conn.DomainCreateXML(xml, libvirt.DOMAIN_START_AUTODESTROY)
+	flags := libvirt.DOMAIN_START_AUTODESTROY
+	if isEmbedded(r.cfg.URI) {
+		// The embedded driver runs in this process and cannot autodestroy;
+		// its QEMU is this process's child and is destroyed on every path
+		// out of Run.
+		flags = 0
+		r.onCleanup(r.destroyIfActive)
+	}
+	dom, err := r.conn.DomainCreateXML(xml, flags)
 	if err != nil {
 		return libvirtError("starting the sandbox", err)
 	}
@@ -277,6 +301,18 @@ func (r *run) destroy() {
 	}
 }
 
+func (r *run) destroyIfActive() {
+	if r.dom == nil {
+		return
+	}
+	if active, err := r.dom.IsActive(); err == nil && active {
+		r.destroy()
+	}
+}
+
+// isEmbedded tells libvirt's in-process drivers (qemu:///embed?root=DIR).
+func isEmbedded(uri string) bool { return strings.Contains(uri, ":///embed") }
+
 // awaitStop waits for the domain to go away after the program ended; the
 // init ends right after the host acknowledged the exit.
 func (r *run) awaitStop() {
@@ -294,3 +330,23 @@ func (r *run) awaitStop() {
 // StopTimeout bounds the wait for a sandbox to stop by itself once its
 // program has ended.
 const StopTimeout = 30 * time.Second
+
+// bootFailure finds in a console log the line that tells why a machine died
+// before its program ran: a kernel panic or the init's own complaint.
+func bootFailure(logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	var reason string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if _, msg, ok := strings.Cut(line, "Kernel panic - not syncing: "); ok {
+			return "kernel panic: " + msg
+		}
+		if strings.HasPrefix(line, "virt-sandbox-init: ") && !strings.Contains(line, "] ") {
+			reason = line
+		}
+	}
+	return reason
+}

@@ -35,7 +35,7 @@ func init() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	status := StatusLaunchFailed
+	status := 0
 	app := &cli.App{
 		Name:      "virt-sandbox",
 		Usage:     "run a program in a throw-away libvirt LXC container or QEMU machine",

@@ -1,0 +1,78 @@
+package tests
+
+import (
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBadInput: each bad input exits 125 with one line naming the problem
+// and leaves nothing behind.
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"env without =", []string{"-e", "FOO", "/bin/true"}, `"FOO"`},
+		{"unknown driver", []string{"-c", "xen:///", "/bin/true"}, `"xen"`},
+		{"libvirtd not reachable", []string{"-c", "lxc:///?socket=/nonexistent/libvirt-sock", "/bin/true"}, "/nonexistent/libvirt-sock"},
+		{"bad name", []string{"-n", "a/b", "/bin/true"}, `"a/b"`},
+		{"unknown option", []string{"--no-such-option", "/bin/true"}, "no-such-option"},
+		{"no command", nil, "no command"},
+		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `"lots"`},
+		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `"xen"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := leftovers()
+			r := sandbox(t, opts{}, tc.args...)
+			checkRefused(t, r, tc.want)
+			if after := leftovers(); len(after) > len(before) {
+				t.Errorf("left behind %v", after)
+			}
+		})
+	}
+}
+
+func checkRefused(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code != 125 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, want) || r.stdout != "" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 125 and one line containing %s", r.code, r.stdout, r.stderr, want)
+	}
+}
+
+// TestNameInUse: a second sandbox under a running one's name is refused and
+// the running one is untouched.
+func TestNameInUse(t *testing.T) {
+	onEachDriver(t, func(t *testing.T, uri string) {
+		name := "sandbox-test-" + driverName(uri)
+		first := exec.Command(launcher, "-c", uri, "-n", name, "/bin/sh", "-c", "echo up; exec sleep 600")
+		out, err := first.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 3)
+		if _, err := out.Read(buf); err != nil || string(buf) != "up\n" {
+			t.Fatalf("first sandbox: read %q, %v", buf, err)
+		}
+		r := sandbox(t, opts{}, "-c", uri, "-n", name, "/bin/true")
+		checkRefused(t, r, "already running")
+		first.Process.Signal(syscall.SIGTERM)
+		done := make(chan error)
+		go func() { done <- first.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			first.Process.Kill()
+			t.Fatal("the first sandbox did not end on SIGTERM")
+		}
+		if code := first.ProcessState.ExitCode(); code != 143 {
+			t.Errorf("first sandbox after SIGTERM: exit %d, want 143", code)
+		}
+	})
+}

@@ -1,0 +1,169 @@
+package tests
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/virt-sandbox/virt-sandbox/kmod"
+)
+
+const qemuURI = "qemu:///system"
+
+// hostModules is the host kernel's module tree the QEMU tests start from.
+func hostModules(t *testing.T) string {
+	t.Helper()
+	trees, _ := filepath.Glob("/lib/modules/*/modules.dep")
+	if len(trees) == 0 {
+		t.Fatal("no module tree in /lib/modules (setup-host.sh installs linux-image-amd64)")
+	}
+	return filepath.Dir(trees[len(trees)-1])
+}
+
+// TestCompressedModules boots with a module tree whose modules are gzip-,
+// xz- and zstd-compressed copies of the host's, and checks from the init's
+// debug log that each was loaded with its compression.
+func TestCompressedModules(t *testing.T) {
+	t.Parallel()
+	src := hostModules(t)
+	tree, err := kmod.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := tree.Resolve("virtio_pci", "virtio_console", "9p", "9pnet_virtio")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := hostDir(t)
+	var dep strings.Builder
+	want := map[string]string{}
+	for i, m := range mods {
+		comp := []string{"gz", "xz", "zst"}[i%3]
+		rel := fmt.Sprintf("kernel/%s.ko.%s", m.Name, comp)
+		if err := writeCompressed(filepath.Join(dst, rel), m.Path, comp); err != nil {
+			t.Fatal(err)
+		}
+		// modules.dep lists each module's whole closure; ours are in load
+		// order, so that is everything before it that it needs. Listing
+		// all earlier modules is a superset the resolver must cope with.
+		fmt.Fprintf(&dep, "%s:", rel)
+		for j := i - 1; j >= 0; j-- {
+			fmt.Fprintf(&dep, " kernel/%s.ko.%s", mods[j].Name, []string{"gz", "xz", "zst"}[j%3])
+		}
+		dep.WriteString("\n")
+		want[m.Name] = comp
+	}
+	if err := os.WriteFile(filepath.Join(dst, "modules.dep"), []byte(dep.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"modules.builtin", "modules.alias"} {
+		if b, err := os.ReadFile(filepath.Join(src, f)); err == nil {
+			os.WriteFile(filepath.Join(dst, f), b, 0o644)
+		}
+	}
+	r := sandbox(t, opts{}, "-d", "-c", qemuURI, "--kmodpath", dst, "/bin/sh", "-c", "echo booted")
+	r.want(t, 0, "booted\n")
+	for name, comp := range want {
+		re := regexp.MustCompile(`module ` + name + ` \(` + comp + `, \d+ bytes\) loaded`)
+		if !re.MatchString(r.stderr) {
+			t.Errorf("the init's log does not show %s loaded from %s", name, comp)
+		}
+	}
+}
+
+func writeCompressed(dst, src, comp string) error {
+	in, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	var w io.WriteCloser
+	switch comp {
+	case "gz":
+		w = gzip.NewWriter(&buf)
+	case "xz":
+		if w, err = xz.NewWriter(&buf); err != nil {
+			return err
+		}
+	case "zst":
+		if w, err = zstd.NewWriter(&buf); err != nil {
+			return err
+		}
+	}
+	if _, err := w.Write(in); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, buf.Bytes(), 0o644)
+}
+
+// TestQEMUBootFailures: each way a machine cannot come up ends in time with
+// status 125, one line saying why, and no domain left.
+func TestQEMUBootFailures(t *testing.T) {
+	t.Parallel()
+	noVirtio := hostDir(t)
+	src := hostModules(t)
+	for _, f := range []string{"modules.builtin", "modules.alias"} {
+		b, _ := os.ReadFile(filepath.Join(src, f))
+		os.WriteFile(filepath.Join(noVirtio, f), b, 0o644)
+	}
+	// A tree with other modules but none of the virtio ones.
+	os.WriteFile(filepath.Join(noVirtio, "modules.dep"), []byte("kernel/fs/isofs/isofs.ko:\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing kernel", []string{"--kernpath", "/boot/no-such-kernel"}, "/boot/no-such-kernel"},
+		{"no virtio modules", []string{"--kmodpath", noVirtio}, "virtio_pci: module not found"},
+		{"kernel panic", []string{"--kernel-args", "rdinit=/no-such-init"}, "kernel panic"},
+	} {
+		before := leftovers()
+		r := sandbox(t, opts{timeout: 90 * time.Second}, append(append([]string{"-c", qemuURI}, tc.args...), "/bin/true")...)
+		if r.code != 125 || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want 125 and one line containing %q", tc.name, r.code, r.stderr, tc.want)
+		}
+		if after := leftovers(); len(after) > len(before) {
+			t.Errorf("%s: left behind %v", tc.name, after)
+		}
+	}
+}
+
+// TestEmbed runs a QEMU sandbox through libvirt's in-process driver in a
+// mount namespace where no libvirtd socket can be reached.
+func TestEmbed(t *testing.T) {
+	t.Parallel()
+	// Short: libvirt puts UNIX sockets under it, and their paths are
+	// limited to 108 bytes.
+	root, err := os.MkdirTemp("/var/tmp", "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	script := `mount -t tmpfs none /run/libvirt || exit 99
+virsh -c qemu:///system version >/dev/null 2>&1 && { echo "libvirtd reachable"; exit 98; }
+exec "$0" -c "qemu:///embed?root=$1" /bin/sh -c 'echo embedded; exit 3'`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, launcher, root)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != 3 || stdout.String() != "embedded\n" {
+		t.Errorf("embed: exit %d, stdout %q; want 3, %q; stderr:\n%s", code, stdout.String(), "embedded\n", stderr.String())
+	}
+}
