@@ -1,6 +1,8 @@
 # virt-sandbox: build, test, demo, bench, lint.
 SHELL := /bin/bash
 GO        ?= go
+# Go as this machine kind installs it, also when PATH does not name it.
+export PATH := /usr/local/go/bin:$(PATH)
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
