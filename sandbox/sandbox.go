@@ -329,7 +329,7 @@ func (r *run) awaitStop() {
 
 // StopTimeout bounds the wait for a sandbox to stop by itself once its
 // program has ended.
-const StopTimeout = 30 * time.Second
+const StopTimeout = 10 * time.Second
 
 // bootFailure finds in a console log the line that tells why a machine died
 // before its program ran: a kernel panic or the init's own complaint.

@@ -9,7 +9,7 @@ packages=(
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
 	libvirt-clients libvirt-dev pkg-config
 	qemu-system-x86 qemu-utils linux-image-amd64
-	busybox-static bubblewrap hyperfine tmux e2fsprogs
+	busybox-static bubblewrap hyperfine tmux e2fsprogs tini
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }
@@ -48,14 +48,28 @@ if ! running /run/virtlogd.pid; then
 	virtlogd -d
 fi
 
-# A libvirtd started without our configuration keeps the test user out.
-if running /run/libvirtd.pid && [ "$(stat -c %a:%G /run/libvirt/libvirt-sock 2>/dev/null)" != 770:libvirt ]; then
-	log "restarting libvirtd with $here/libvirtd.conf"
+# A libvirtd started otherwise (without our configuration, which lets the
+# test user in, or without the reaper below) is restarted.
+parent_of() { ps -o comm= -p "$(ps -o ppid= -p "$1" | tr -d ' ')" 2>/dev/null; }
+if running /run/libvirtd.pid &&
+	{ [ "$(stat -c %a:%G /run/libvirt/libvirt-sock 2>/dev/null)" != 770:libvirt ] ||
+		[ "$(parent_of "$(cat /run/libvirtd.pid)")" != tini ]; }; then
+	log "restarting libvirtd with $here/libvirtd.conf under tini"
 	kill "$(cat /run/libvirtd.pid)"
 	for _ in $(seq 1 100); do running /run/libvirtd.pid || break; sleep 0.1; done
 fi
 
+# libvirtd runs under tini as a child subreaper: the QEMU and LXC processes
+# it double-forks are then reaped at once when they exit. Orphans otherwise
+# go to PID 1, which on some hosts reaps only every second or two, and
+# libvirt waits for the zombie to go before it reports a domain stopped.
+start_libvirtd() {
+	setsid "$@" tini -s -- libvirtd -f "$here/libvirtd.conf" \
+		</dev/null >>/var/log/libvirt/libvirtd-stdio.log 2>&1 &
+}
+
 if ! running /run/libvirtd.pid; then
+	mkdir -p /var/log/libvirt
 	# On hosts with hybrid cgroups (v1 controllers plus a cgroup2 mount at
 	# /sys/fs/cgroup/unified) libvirt's LXC driver fails to create its
 	# cgroup directories. libvirtd then runs in a private mount namespace
@@ -63,10 +77,10 @@ if ! running /run/libvirtd.pid; then
 	if [ "$(stat -f -c %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] &&
 		mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
 		log "starting libvirtd (hybrid cgroups: private mount namespace without /sys/fs/cgroup/unified)"
-		unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec libvirtd -d -f "$1"' sh "$here/libvirtd.conf"
+		start_libvirtd unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh
 	else
 		log "starting libvirtd"
-		libvirtd -d -f "$here/libvirtd.conf"
+		start_libvirtd
 	fi
 fi
 
