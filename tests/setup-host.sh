@@ -9,7 +9,7 @@ packages=(
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
 	libvirt-clients libvirt-dev pkg-config
 	qemu-system-x86 qemu-utils linux-image-amd64
-	busybox-static bubblewrap hyperfine tmux e2fsprogs tini
+	busybox-static bubblewrap hyperfine tmux e2fsprogs tini python3
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Benchmarks virt-sandbox against the lower bounds it can be held to, and
+# prints medians and ratios as a table. Run by `make bench` from the repo
+# root after the build; needs hyperfine, bwrap, qemu-system-x86_64 and
+# python3, and a running libvirtd (tests/setup-host.sh).
+#
+#   LXC   bin/virt-sandbox -c lxc:/// /bin/true, beside
+#           rawlxc  the same job done raw through the same libvirt Go API
+#                   (tests/bench/rawlxc): a transient LXC domain whose init is
+#                   /bin/true on the host's / read-only, awaited by lifecycle
+#                   events. What libvirt itself costs; target ours <= 1.3x.
+#           bwrap   bwrap --ro-bind / / /bin/true: namespaces with no daemon
+#                   at all, for scale.
+#   QEMU  bin/virt-sandbox -c qemu:///system /bin/true, beside
+#           plain   qemu-system-x86_64 run by hand booting the same kernel
+#                   with an init that powers off at once (tests/bench/poweroff):
+#                   what booting the kernel costs; target ours <= 1.25x.
+#   initrd  one QEMU sandbox with the initrd cache emptied, then one more,
+#           printing the launcher's own report of building / finding it.
+#
+# Environment: BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
+# BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
+# should be the one the launcher picks on this host), BENCH_BIN (default bin:
+# where virt-sandbox is), GO (default go).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+lxc_runs=${BENCH_LXC_RUNS:-20}
+qemu_runs=${BENCH_QEMU_RUNS:-5}
+qemu_accel=${BENCH_QEMU_ACCEL:-tcg}
+launcher=${BENCH_BIN:-bin}/virt-sandbox
+
+for c in hyperfine bwrap qemu-system-x86_64 python3 "$GO"; do
+	command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 1; }
+done
+[ -x "$launcher" ] || { echo "bench: $launcher missing: run make build" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/virt-sandbox-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+# The baselines.
+log "building the baselines"
+"$GO" build -o "$work/rawlxc" ./tests/bench/rawlxc
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags '-s -w' -o "$work/poweroff" ./tests/bench/poweroff
+"$work/poweroff" -cpio "$work/poweroff.cpio"
+kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
+[ -n "$kernel" ] || { echo "bench: no /boot/vmlinuz-*" >&2; exit 1; }
+
+failed=0
+declare -A median stddev runs fails
+
+# failed NAME WHY: marks NAME failed, showing the end of its output.
+failed() {
+	log "$1 FAILED$2:"
+	tail -n 5 "$work/out" | sed 's/^/    /' >&2
+	median[$1]=FAILED
+	failed=1
+}
+
+# measure NAME RUNS WARMUP CMD...: runs CMD once to see that it works, then
+# under hyperfine, and keeps the median and standard deviation of its
+# successful runs and how many runs failed. Failed runs are left out rather
+# than ending the measurement: libvirt now and then loses a domain's exit.
+measure() {
+	local name=$1 n=$2 warmup=$3
+	shift 3
+	log "measuring $name: $*"
+	if ! "$@" >"$work/out" 2>&1; then
+		failed "$name" ""
+		return 0
+	fi
+	hyperfine -N -i --style none --runs "$n" --warmup "$warmup" \
+		--export-json "$work/$name.json" "$(printf '%q ' "$@")" >/dev/null
+	read -r "median[$name]" "stddev[$name]" "runs[$name]" "fails[$name]" < <(python3 -c '
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+ok = [t for t, c in zip(r["times"], r["exit_codes"]) if c == 0]
+fails = len(r["times"]) - len(ok)
+if not ok:
+    print("FAILED 0 0", fails)
+else:
+    print(statistics.median(ok), statistics.stdev(ok) if len(ok) > 1 else 0, len(ok), fails)
+' "$work/$name.json")
+	if [ "${median[$name]}" = FAILED ]; then
+		# hyperfine keeps no stderr: one more run may show what went wrong.
+		"$@" >"$work/out" 2>&1 || true
+		failed "$name" " in every run under hyperfine (one more run says)"
+	elif [ "${fails[$name]}" -gt 0 ]; then
+		log "$name: ${fails[$name]} of $n runs failed, left out (the table says so)"
+	fi
+}
+
+measure lxc    "$lxc_runs" 2 "$launcher" -c lxc:/// /bin/true
+measure rawlxc "$lxc_runs" 2 "$work/rawlxc"
+# bwrap takes milliseconds: many more runs cost nothing.
+measure bwrap  $((lxc_runs * 10)) 5 bwrap --ro-bind / / /bin/true
+measure qemu   "$qemu_runs" 1 "$launcher" -c qemu:///system /bin/true
+measure plain  "$qemu_runs" 1 qemu-system-x86_64 -accel "$qemu_accel" -m 512 \
+	-nodefaults -display none -no-reboot -serial none \
+	-kernel "$kernel" -initrd "$work/poweroff.cpio" \
+	-append 'console=ttyS0 quiet panic=-1 rdinit=/init'
+
+# The initrd, cold then cached. The cache is where the launcher keeps it.
+if [ "$(id -u)" -eq 0 ]; then
+	initrd_cache=/var/cache/virt-sandbox/initrd
+else
+	initrd_cache=${XDG_CACHE_HOME:-$HOME/.cache}/virt-sandbox/initrd
+fi
+initrd_lines=()
+for pass in cold cached; do
+	[ "$pass" = cold ] && rm -rf "$initrd_cache"
+	log "initrd $pass"
+	start=$EPOCHREALTIME
+	rc=0
+	"$launcher" -d -c qemu:///system /bin/true >"$work/out" 2>&1 || rc=$?
+	wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')
+	line=$(grep -E 'virt-sandbox: initrd (built|cached)' "$work/out" | head -n 1 || true)
+	[ -n "$line" ] || { line="no initrd line in -d output; last: $(tail -n 1 "$work/out")"; failed=1; }
+	[ "$rc" -eq 0 ] || { line="$line (exit $rc)"; failed=1; }
+	initrd_lines+=("$(printf '%-7s %s  [whole run %s]' "$pass" "$line" "$wall")")
+done
+
+# The table.
+# secs NAME: median, standard deviation and runs of NAME.
+secs() {
+	if [ "${median[$1]}" = FAILED ]; then
+		printf '%9s\n' FAILED
+		return
+	fi
+	awk -v m="${median[$1]}" -v s="${stddev[$1]}" -v n="${runs[$1]}" -v f="${fails[$1]}" 'BEGIN {
+		printf "%9.1f ms ±%7.1f  (%d runs%s)", m * 1000, s * 1000, n, (f > 0 ? ", " f " failed" : "")
+	}'
+}
+# ratio A B [TARGET]
+ratio() {
+	if [ "${median[$1]}" = FAILED ] || [ "${median[$2]}" = FAILED ]; then
+		echo "n/a"
+		return
+	fi
+	awk -v a="${median[$1]}" -v b="${median[$2]}" -v t="${3:-}" 'BEGIN {
+		r = a / b
+		if (t == "") printf "%.2fx", r
+		else printf "%.2fx   target <= %.2fx: %s", r, t, (r <= t ? "ok" : "MISSED")
+	}'
+}
+
+echo
+echo "virt-sandbox bench: kernel $(basename "$kernel"), plain qemu with -accel $qemu_accel"
+printf '%-48s %s\n' \
+	"LXC   virt-sandbox -c lxc:/// /bin/true" "$(secs lxc)" \
+	"      (a) raw libvirt LXC domain (rawlxc)" "$(secs rawlxc)" \
+	"      (b) bwrap --ro-bind / / /bin/true" "$(secs bwrap)" \
+	"      ours / (a)" "$(ratio lxc rawlxc 1.3)" \
+	"      ours / (b)" "$(ratio lxc bwrap)" \
+	"QEMU  virt-sandbox -c qemu:///system /bin/true" "$(secs qemu)" \
+	"      plain qemu boot, init powers off" "$(secs plain)" \
+	"      ours / plain" "$(ratio qemu plain 1.25)"
+echo "initrd"
+printf '      %s\n' "${initrd_lines[@]}"
+
+exit "$failed"
