@@ -344,7 +344,8 @@ func bootFailure(logPath string) string {
 		if _, msg, ok := strings.Cut(line, "Kernel panic - not syncing: "); ok {
 			return "kernel panic: " + msg
 		}
-		if strings.HasPrefix(line, "virt-sandbox-init: ") && !strings.Contains(line, "] ") {
+		// The init's debug lines carry a "[   0.100s]" time stamp.
+		if msg, ok := strings.CutPrefix(line, "virt-sandbox-init: "); ok && !strings.HasPrefix(msg, "[") {
 			reason = line
 		}
 	}
