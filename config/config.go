@@ -40,10 +40,14 @@ type Sandbox struct {
 
 	// Root is the host directory that becomes the sandbox's /; empty means the host's /.
 	Root string `json:"root,omitempty"`
+	// WritableRoot puts a throw-away tmpfs overlay over the root: the
+	// program may write anywhere, and Root (or the host) is never touched.
+	WritableRoot bool `json:"writable_root,omitempty"`
 
 	Command  Command   `json:"command"`
 	Identity Identity  `json:"identity"`
 	Mounts   []Mount   `json:"mounts,omitempty"`
+	Includes []Include `json:"includes,omitempty"`
 	Disks    []Disk    `json:"disks,omitempty"`
 	Networks []Network `json:"networks,omitempty"`
 	Security Security  `json:"security"`
@@ -98,6 +102,15 @@ type Mount struct {
 	Format   string `json:"format,omitempty"`
 	SizeKiB  uint64 `json:"size_kib,omitempty"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+	// FSType is the filesystem of a host-image, found by the launcher.
+	FSType string `json:"fstype,omitempty"`
+}
+
+// Include is a host file or directory copied into the sandbox at Guest,
+// which must lie in a writable mount or a writable root.
+type Include struct {
+	Guest string `json:"guest"`
+	Host  string `json:"host"`
 }
 
 // Disk is a block device shown at /dev/disk/by-tag/Tag.
@@ -105,6 +118,9 @@ type Disk struct {
 	Tag    string `json:"tag"`
 	Source string `json:"source"`
 	Format string `json:"format,omitempty"`
+	// Device is the host block device an LXC sandbox is given for it,
+	// set by the launcher for the run.
+	Device string `json:"device,omitempty"`
 }
 
 // Network is one interface of the sandbox.
@@ -185,4 +201,12 @@ const (
 	GuestDir = "/run/virt-sandbox"
 	// GuestInit is where the init binary is in an LXC sandbox.
 	GuestInit = "/run/virt-sandbox-init"
+	// GuestIncludes is the directory of the config share holding the
+	// include files, laid out as their guest paths.
+	GuestIncludes = "includes"
 )
+
+// MountStage is where the source of mount i is put first, inside the
+// sandbox's private /run, before the init binds it on its target: a
+// target need not exist in a read-only root when the driver mounts.
+func MountStage(i int) string { return fmt.Sprintf("/run/virt-sandbox-mnt/%d", i) }

@@ -37,7 +37,8 @@ const (
 
 var (
 	envKeyRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	tagRE         = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+	// 20 bytes: the longest serial a virtio-blk disk carries.
+	tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,19}$`)
 	filterParamRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 )
 
@@ -490,7 +491,10 @@ func checkFormat(f string) error {
 
 func checkTag(tag string) error {
 	if !tagRE.MatchString(tag) {
-		return errors.New("want 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+		return errors.New("want 1-20 letters, digits, '_', '.' or '-', starting with a letter or digit")
+	}
+	if strings.HasPrefix(tag, "sandbox-") {
+		return errors.New("the sandbox- prefix is reserved for the sandbox's own devices")
 	}
 	return nil
 }
@@ -588,4 +592,21 @@ func checkNetworkShape(n Network) error {
 		return errors.New("filter.KEY= needs filter=")
 	}
 	return nil
+}
+
+// ParseInclude parses -i: GUEST=HOST, or PATH for the same path on both
+// sides.
+func ParseInclude(spec string) (Include, error) {
+	guest, host, ok := strings.Cut(spec, "=")
+	if !ok {
+		host = guest
+	}
+	inc := Include{Guest: path.Clean(guest), Host: host}
+	if err := checkPath(guest); err != nil {
+		return Include{}, fmt.Errorf("%w: -i %q: guest path %q: %v", ErrInvalid, spec, guest, err)
+	}
+	if host == "" {
+		return Include{}, fmt.Errorf("%w: -i %q: empty host path", ErrInvalid, spec)
+	}
+	return inc, nil
 }

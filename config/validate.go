@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"strings"
 	"regexp"
 	"slices"
 )
@@ -31,6 +32,7 @@ func (s *Sandbox) Validate() error {
 		s.validateCommand,
 		s.validateIdentity,
 		s.validateMounts,
+		s.validateIncludes,
 		s.validateDisks,
 		s.validateNetworks,
 		s.validateSecurity,
@@ -256,4 +258,33 @@ func (s *Sandbox) validateKernel() error {
 		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, minQEMUMemoryMiB)
 	}
 	return nil
+}
+
+// validateIncludes checks that every include lands somewhere writable that
+// the sandbox has: a writable mount or a writable root.
+func (s *Sandbox) validateIncludes() error {
+	for i, inc := range s.Includes {
+		if err := checkPath(inc.Guest); err != nil {
+			return fmt.Errorf("includes[%d].guest %q: %v", i, inc.Guest, err)
+		}
+		if c := path.Clean(inc.Guest); c != inc.Guest {
+			return fmt.Errorf("includes[%d].guest %q: not clean (want %q)", i, inc.Guest, c)
+		}
+		if inc.Host == "" || checkNoNUL(inc.Host) != nil {
+			return fmt.Errorf("includes[%d].host %q: want a host path", i, inc.Host)
+		}
+		if !s.WritableRoot && !s.underWritableMount(inc.Guest) {
+			return fmt.Errorf("includes[%d].guest %q: not under a writable host-bind, host-image or ram mount (or give a writable root)", i, inc.Guest)
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) underWritableMount(p string) bool {
+	for _, m := range s.Mounts {
+		if m.Type != GuestBind && !m.ReadOnly && strings.HasPrefix(p, m.Target+"/") {
+			return true
+		}
+	}
+	return false
 }

@@ -12,7 +12,9 @@ import (
 // /proc, /sys, /dev, /dev/pts, a tmpfs on /run and the config share.
 var lxcSteps = []step{
 	{"config", loadConfig},
+	{"files", setupFiles},
 	{"filesystems", mountScratch},
+	{"disks", tagDisks},
 	{"channel", openLXCChannel},
 	{"handshake", handshake},
 	{"program", runProgram},

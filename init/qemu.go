@@ -31,7 +31,10 @@ var qemuSteps = []step{
 	{"root", mountRoot},
 	{"switch root", switchRoot},
 	{"config", loadConfig},
+	{"shares", mountShares},
+	{"files", setupFiles},
 	{"filesystems", mountGuestFS},
+	{"disks", tagDisks},
 	{"handshake", handshake},
 	{"program", runProgram},
 }

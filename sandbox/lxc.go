@@ -1,6 +1,10 @@
 package sandbox
 
 import (
+	"errors"
+	"fmt"
+	"os"
+
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
@@ -35,6 +39,47 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		bindFS(r.stateDir, config.GuestDir, true),
 		bindFS(r.initPath, config.GuestInit, true),
 	}
+	// The sources of the user's mounts go to their stages; the init binds
+	// them on their targets.
+	for i, m := range cfg.Mounts {
+		switch m.Type {
+		case config.HostBind:
+			fs = append(fs, bindFS(m.Source, config.MountStage(i), m.ReadOnly))
+		case config.HostImage:
+			f := libvirtxml.DomainFilesystem{
+				AccessMode: "passthrough",
+				Driver:     &libvirtxml.DomainFilesystemDriver{Type: "loop", Format: "raw"},
+				Source:     &libvirtxml.DomainFilesystemSource{File: &libvirtxml.DomainFilesystemSourceFile{File: m.Source}},
+				Target:     &libvirtxml.DomainFilesystemTarget{Dir: config.MountStage(i)},
+			}
+			if m.Format == "qcow2" {
+				f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "nbd", Format: "qcow2"}
+				if err := needNBD(); err != nil {
+					return nil, err
+				}
+			}
+			if m.ReadOnly {
+				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
+			}
+			fs = append(fs, f)
+		}
+	}
+	var hostdevs []libvirtxml.DomainHostdev
+	for i := range cfg.Disks {
+		d := &cfg.Disks[i]
+		if d.Format != "raw" {
+			return nil, fmt.Errorf("--disk %s: %s images are given to LXC sandboxes through nbd, which this host lacks: use a raw image or QEMU", d.Tag, d.Format)
+		}
+		dev, f, err := attachLoop(d.Source)
+		if err != nil {
+			return nil, fmt.Errorf("--disk %s: %w", d.Tag, err)
+		}
+		r.onCleanup(func() { f.Close() })
+		d.Device = dev
+		hostdevs = append(hostdevs, libvirtxml.DomainHostdev{
+			CapsStorage: &libvirtxml.DomainHostdevCapsStorage{Source: &libvirtxml.DomainHostdevCapsStorageSource{Block: dev}},
+		})
+	}
 	pty := func() libvirtxml.DomainConsole {
 		return libvirtxml.DomainConsole{Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}}
 	}
@@ -48,6 +93,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	d.Features = &libvirtxml.DomainFeatureList{PrivNet: &libvirtxml.DomainFeature{}}
 	d.Devices = &libvirtxml.DomainDeviceList{
 		Filesystems: fs,
+		Hostdevs:    hostdevs,
 		Consoles:    []libvirtxml.DomainConsole{pty(), pty()},
 	}
 	return d, nil
@@ -82,4 +128,12 @@ func bindFS(src, dst string, readonly bool) libvirtxml.DomainFilesystem {
 		f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
 	}
 	return f
+}
+
+// needNBD tells whether qcow2 images can be mapped on this host.
+func needNBD() error {
+	if _, err := os.Stat("/dev/nbd0"); err != nil {
+		return errors.New("qcow2 images reach LXC sandboxes through nbd, which this host's kernel lacks: use a raw image or QEMU")
+	}
+	return nil
 }

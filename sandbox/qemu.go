@@ -37,6 +37,47 @@ const DefaultMemoryMiB = 512
 // app channel and the 9p shares.
 var baseModules = []string{"virtio_pci", "virtio_console", "9p", "9pnet_virtio"}
 
+// fsModules are the modules of the filesystems fsimage finds. ext4 wants
+// crc32c, which modules.dep does not list (it is a soft dependency), and
+// its generic implementation works on any CPU.
+var fsModules = map[string][]string{
+	"ext4":     {"crc32c_generic", "ext4"},
+	"xfs":      {"crc32c_generic", "xfs"},
+	"btrfs":    {"crc32c_generic", "btrfs"},
+	"vfat":     {"vfat", "nls_cp437", "nls_iso8859_1"},
+	"iso9660":  {"isofs"},
+	"squashfs": {"squashfs"},
+}
+
+// MountTag names the 9p share or disk serial of mount i: the sandbox- prefix
+// is kept from disk tags.
+func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
+
+// modulesFor chooses the modules the config needs, so a plain sandbox
+// loads only the base set.
+func modulesFor(cfg *config.Sandbox) []string {
+	mods := append([]string(nil), baseModules...)
+	if len(cfg.Mounts) > 0 || cfg.WritableRoot {
+		// The init may lay an overlay over the root for mount points.
+		mods = append(mods, "overlay")
+	}
+	blk := len(cfg.Disks) > 0
+	for _, m := range cfg.Mounts {
+		if m.Type == config.HostImage {
+			blk = true
+			mods = append(mods, fsModules[m.FSType]...)
+		}
+	}
+	if len(cfg.Disks) > 0 {
+		// What a disk is most often formatted with inside.
+		mods = append(mods, fsModules["ext4"]...)
+	}
+	if blk {
+		mods = append(mods, "virtio_blk")
+	}
+	return mods
+}
+
 func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
 	kern, err := findKernel(cfg.Kernel)
 	if err != nil {
@@ -47,7 +88,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if err != nil {
 		return nil, err
 	}
-	mods, err := tree.Resolve(baseModules...)
+	mods, err := tree.Resolve(modulesFor(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}
@@ -121,8 +162,42 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		return f
 	}
 	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	filesystems := []libvirtxml.DomainFilesystem{ninePFS(root, RootTag), ninePFS(r.stateDir, ConfigTag)}
+	var disks []libvirtxml.DomainDisk
+	blk := func(src, format, serial string, readonly bool) {
+		disk := libvirtxml.DomainDisk{
+			Device: "disk",
+			Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: format},
+			Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: src}},
+			Target: &libvirtxml.DomainDiskTarget{Dev: fmt.Sprintf("vd%c", 'a'+len(disks)), Bus: "virtio"},
+			Serial: serial,
+		}
+		if readonly {
+			disk.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
+		}
+		disks = append(disks, disk)
+	}
+	for i, m := range cfg.Mounts {
+		switch m.Type {
+		case config.HostBind:
+			f := bindFS(m.Source, MountTag(i), m.ReadOnly)
+			f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
+			if os.Getuid() != 0 {
+				// QEMU runs as the caller and cannot give files away:
+				// new files are the caller's.
+				f.AccessMode = "squash"
+			}
+			filesystems = append(filesystems, f)
+		case config.HostImage:
+			blk(m.Source, m.Format, MountTag(i), m.ReadOnly)
+		}
+	}
+	for _, dk := range cfg.Disks {
+		blk(dk.Source, dk.Format, dk.Tag, false)
+	}
 	d.Devices = &libvirtxml.DomainDeviceList{
-		Filesystems: []libvirtxml.DomainFilesystem{ninePFS(root, RootTag), ninePFS(r.stateDir, ConfigTag)},
+		Filesystems: filesystems,
+		Disks:       disks,
 		Serials: []libvirtxml.DomainSerial{{
 			Source: pty,
 			Log:    &libvirtxml.DomainChardevLog{File: filepath.Join(r.stateDir, ConsoleLog), Append: "off"},

@@ -165,6 +165,10 @@ func (r *run) start() error {
 	if err != nil {
 		return err
 	}
+	// Saved after the driver completed it for the run.
+	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
+		return err
+	}
 	xml, err := d.Marshal()
 	if err != nil {
 		return fmt.Errorf("domain XML: %w", err)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
 // StateRoot is where runs keep their state directories: per user, in
@@ -71,7 +70,7 @@ func (r *run) prepareState() error {
 	}
 	r.stateDir = dir
 	r.onCleanup(func() { os.RemoveAll(dir) })
-	return r.cfg.Save(filepath.Join(dir, config.FileName))
+	return r.prepareFiles()
 }
 
 // nameInUse reports whether a domain of the sandbox's name is running.

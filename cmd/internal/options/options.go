@@ -31,6 +31,12 @@ func Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
 		&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "run the program on pipes even from a terminal"},
 		&cli.BoolFlag{Name: "debug", Aliases: []string{"d", "v", "verbose"}, Usage: "show the launcher's and the init's steps, the sandbox's log console and libvirt's errors on stderr"},
+		&cli.StringFlag{Name: "root", Aliases: []string{"r"}, Usage: "host `DIR` to use as the sandbox's / (read-only; default the host's /)", Category: "Files"},
+		&cli.BoolFlag{Name: "writable-root", Aliases: []string{"W"}, Usage: "put a throw-away tmpfs overlay over the root: writes anywhere work and never reach the host or DIR", Category: "Files"},
+		&cli.StringSliceFlag{Name: "mount", Aliases: []string{"m"}, Usage: "`TYPE:DST=SRC[,ro]`: host-bind:DST=DIR (empty DIR: a fresh temporary one), host-image:DST=FILE[,format=raw|qcow2], guest-bind:DST=PATH, ram:DST=SIZE (repeatable)", Category: "Files"},
+		&cli.StringSliceFlag{Name: "include", Aliases: []string{"i"}, Usage: "copy a host file or directory into a writable mount: `GUEST=HOST`, or PATH for the same path (repeatable)", Category: "Files"},
+		&cli.StringSliceFlag{Name: "includefile", Aliases: []string{"I"}, Usage: "copy the files listed in `FILE`, one -i spec per line (repeatable)", Category: "Files"},
+		&cli.StringSliceFlag{Name: "disk", Usage: "`file:TAG=FILE[,format=raw|qcow2]`: a block device at /dev/disk/by-tag/TAG (repeatable)", Category: "Files"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
@@ -76,6 +82,9 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		}
 		s.Command.Env = setEnv(s.Command.Env, kv)
 	}
+	if err := files(c, s); err != nil {
+		return nil, err
+	}
 	if s.Root == "" {
 		// The host's root: the caller's directory exists there too.
 		if wd, err := os.Getwd(); err == nil {
@@ -109,6 +118,46 @@ func DriverOf(uri string) (config.Driver, error) {
 		return config.QEMU, nil
 	}
 	return "", fmt.Errorf("%w: -c %q: unsupported driver %q (want lxc or qemu)", config.ErrInvalid, uri, scheme)
+}
+
+// files fills in the sandbox's root, mounts, includes and disks.
+func files(c *cli.Context, s *config.Sandbox) error {
+	s.Root = c.String("root")
+	s.WritableRoot = c.Bool("writable-root")
+	for _, spec := range c.StringSlice("mount") {
+		m, err := config.ParseMount(spec)
+		if err != nil {
+			return err
+		}
+		s.Mounts = append(s.Mounts, m)
+	}
+	specs := c.StringSlice("include")
+	for _, file := range c.StringSlice("includefile") {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("%w: -I %q: %v", config.ErrInvalid, file, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				specs = append(specs, line)
+			}
+		}
+	}
+	for _, spec := range specs {
+		inc, err := config.ParseInclude(spec)
+		if err != nil {
+			return err
+		}
+		s.Includes = append(s.Includes, inc)
+	}
+	for _, spec := range c.StringSlice("disk") {
+		d, err := config.ParseDisk(spec)
+		if err != nil {
+			return err
+		}
+		s.Disks = append(s.Disks, d)
+	}
+	return nil
 }
 
 func kernel(c *cli.Context) (config.Kernel, error) {

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+)
+
+// mountTag matches sandbox.MountTag: the 9p tag or disk serial of mount i.
+func mountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
+
+// mountShares puts the sources of a QEMU sandbox's mounts on their stages:
+// 9p shares for host-bind, disks for host-image. LXC sandboxes get them
+// from libvirt.
+func mountShares(b *boot) error {
+	for i, m := range b.cfg.Mounts {
+		var flags uintptr
+		if m.ReadOnly {
+			flags = unix.MS_RDONLY
+		}
+		var src, fstype, data string
+		switch m.Type {
+		case config.HostBind:
+			src, fstype, data = mountTag(i), "9p", ninePOpts
+		case config.HostImage:
+			dev, err := blockDevice(mountTag(i))
+			if err != nil {
+				return err
+			}
+			src, fstype = dev, m.FSType
+		default:
+			continue
+		}
+		if err := mountAll([]mount{{src, config.MountStage(i), fstype, flags, data}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// blockDevice finds the disk whose serial is serial, waiting a bounded time
+// for the driver to probe it.
+func blockDevice(serial string) (string, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		paths, _ := filepath.Glob("/sys/block/*/serial")
+		for _, p := range paths {
+			if s, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(s)) == serial {
+				dev := "/dev/" + filepath.Base(filepath.Dir(p))
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no disk with serial %s", serial)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// setupFiles lays the user's mounts and includes over the root. A
+// read-only root lacking a mount point gets a tmpfs overlay for as long as
+// it takes to make them, and is read-only again afterwards.
+func setupFiles(b *boot) error {
+	cfg := b.cfg
+	overlay := cfg.WritableRoot || missingMountPoint(cfg.Mounts)
+	if overlay {
+		if err := overlayRoot(); err != nil {
+			return fmt.Errorf("overlay root: %w", err)
+		}
+	}
+	mounts := append([]config.Mount(nil), cfg.Mounts...)
+	stages := make(map[string]string, len(mounts))
+	for i, m := range cfg.Mounts {
+		stages[m.Target] = config.MountStage(i)
+	}
+	// Parents before what is mounted inside them.
+	sort.SliceStable(mounts, func(i, j int) bool {
+		return strings.Count(mounts[i].Target, "/") < strings.Count(mounts[j].Target, "/")
+	})
+	for _, m := range mounts {
+		if err := userMount(m, stages[m.Target]); err != nil {
+			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, err)
+		}
+	}
+	if err := copyIncludes(cfg); err != nil {
+		return err
+	}
+	if overlay && !cfg.WritableRoot {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("making the root read-only again: %w", err)
+		}
+	}
+	return nil
+}
+
+// missingMountPoint tells whether a mount's target is missing from the
+// root itself (not from inside another mount, where it can be made).
+func missingMountPoint(mounts []config.Mount) bool {
+	for _, m := range mounts {
+		inside := false
+		for _, o := range mounts {
+			inside = inside || strings.HasPrefix(m.Target, o.Target+"/")
+		}
+		if _, err := os.Stat(m.Target); err != nil && !inside {
+			return true
+		}
+	}
+	return false
+}
+
+func userMount(m config.Mount, stage string) error {
+	if err := os.MkdirAll(m.Target, 0o755); err != nil {
+		return err
+	}
+	var err error
+	switch m.Type {
+	case config.HostBind, config.HostImage:
+		err = unix.Mount(stage, m.Target, "", unix.MS_BIND|unix.MS_REC, "")
+	case config.GuestBind:
+		err = unix.Mount(m.Source, m.Target, "", unix.MS_BIND|unix.MS_REC, "")
+	case config.RAM:
+		err = unix.Mount("tmpfs", m.Target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%dk,mode=1777", m.SizeKiB))
+	}
+	if err != nil || !m.ReadOnly {
+		return err
+	}
+	return unix.Mount("", m.Target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+}
+
+// overlayRoot replaces the root by an overlay of a tmpfs over it. The
+// tmpfs is first mounted on /tmp, a mount point every root has; the kernel
+// filesystems and /run move into the new root.
+func overlayRoot() error {
+	const base = "/tmp"
+	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
+		return err
+	}
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			return err
+		}
+	}
+	root := base + "/root"
+	opts := "lowerdir=/,upperdir=" + base + "/upper,workdir=" + base + "/work"
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		return err
+	}
+	for _, d := range []string{"/dev", "/proc", "/sys", "/run"} {
+		if err := unix.Mount(d, root+d, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("moving %s: %w", d, err)
+		}
+	}
+	if err := unix.Chdir(root); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving the overlay to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	return unix.Chdir("/")
+}
+
+// copyIncludes copies the files the launcher staged in the config share to
+// their places, owned by the program's identity.
+func copyIncludes(cfg *config.Sandbox) error {
+	if len(cfg.Includes) == 0 {
+		return nil
+	}
+	id, err := resolveIdentity(cfg.Identity)
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(config.GuestDir, config.GuestIncludes)
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		dst := filepath.Join("/", rel)
+		if p == src {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			err = os.MkdirAll(dst, fi.Mode().Perm())
+		case fi.Mode()&fs.ModeSymlink != 0:
+			var link string
+			if link, err = os.Readlink(p); err == nil {
+				err = os.Symlink(link, dst)
+			}
+		default:
+			err = copyFile(p, dst, fi.Mode().Perm())
+		}
+		if err != nil {
+			return fmt.Errorf("include %s: %w", dst, err)
+		}
+		return os.Lchown(dst, id.UID, id.GID)
+	})
+}
+
+func copyFile(src, dst string, mode fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// tagDisks makes /dev/disk/by-tag/TAG for every disk: QEMU disks carry the
+// tag as their serial, LXC disks are the host devices the launcher mapped.
+func tagDisks(b *boot) error {
+	if len(b.cfg.Disks) == 0 {
+		return nil
+	}
+	const dir = "/dev/disk/by-tag"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range b.cfg.Disks {
+		dev := d.Device
+		if dev == "" {
+			var err error
+			if dev, err = blockDevice(d.Tag); err != nil {
+				return err
+			}
+		}
+		if err := os.Symlink(dev, filepath.Join(dir, d.Tag)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
