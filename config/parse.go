@@ -36,9 +36,9 @@ const (
 )
 
 var (
-	envKeyRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	// 20 bytes: the longest serial a virtio-blk disk carries.
-	tagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,19}$`)
+	tagRE         = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,19}$`)
 	filterParamRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 )
 

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"path"
-	"strings"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // nameRE keeps names usable as libvirt domain names and as directory names
