@@ -7,6 +7,7 @@ package config
 
 import (
 	"encoding/json"
+	"time"
 	"errors"
 	"fmt"
 	"os"
@@ -57,6 +58,9 @@ type Sandbox struct {
 	TTY bool `json:"tty,omitempty"`
 	// Debug makes the init report its steps on the log console.
 	Debug bool `json:"debug,omitempty"`
+	// Timeout, when not zero, bounds the whole run: the sandbox is
+	// destroyed when it expires.
+	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
 // Command is the program to run and its environment.

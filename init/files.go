@@ -79,6 +79,10 @@ func setupFiles(b *boot) error {
 			return fmt.Errorf("overlay root: %w", err)
 		}
 	}
+	// Before the user's mounts, which may go inside /tmp.
+	if err := mountAll(scratch); err != nil {
+		return err
+	}
 	mounts := append([]config.Mount(nil), cfg.Mounts...)
 	stages := make(map[string]string, len(mounts))
 	for i, m := range cfg.Mounts {
@@ -109,6 +113,9 @@ func setupFiles(b *boot) error {
 func missingMountPoint(mounts []config.Mount) bool {
 	for _, m := range mounts {
 		inside := false
+		for _, sc := range scratch {
+			inside = inside || strings.HasPrefix(m.Target, sc.target+"/")
+		}
 		for _, o := range mounts {
 			inside = inside || strings.HasPrefix(m.Target, o.Target+"/")
 		}

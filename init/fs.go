@@ -31,5 +31,3 @@ var scratch = []mount{
 	{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 	{"shm", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
 }
-
-func mountScratch(b *boot) error { return mountAll(scratch) }

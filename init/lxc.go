@@ -9,11 +9,11 @@ import (
 )
 
 // lxcSteps bring up an LXC sandbox. libvirt has already mounted the root,
-// /proc, /sys, /dev, /dev/pts, a tmpfs on /run and the config share.
+// /proc, /sys, /dev, /dev/pts, a tmpfs on /run, the config share and the
+// sources of the user's mounts.
 var lxcSteps = []step{
 	{"config", loadConfig},
 	{"files", setupFiles},
-	{"filesystems", mountScratch},
 	{"disks", tagDisks},
 	{"channel", openLXCChannel},
 	{"handshake", handshake},

@@ -32,8 +32,8 @@ var qemuSteps = []step{
 	{"switch root", switchRoot},
 	{"config", loadConfig},
 	{"shares", mountShares},
+	{"devpts", mountDevpts},
 	{"files", setupFiles},
-	{"filesystems", mountGuestFS},
 	{"disks", tagDisks},
 	{"handshake", handshake},
 	{"program", runProgram},
@@ -159,12 +159,8 @@ func switchRoot(b *boot) error {
 	return unix.Chdir("/")
 }
 
-func mountGuestFS(b *boot) error {
-	err := mountAll([]mount{{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"}})
-	if err != nil {
-		return err
-	}
-	return mountScratch(b)
+func mountDevpts(b *boot) error {
+	return mountAll([]mount{{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"}})
 }
 
 // powerOff ends the machine once the program's status is reported; the

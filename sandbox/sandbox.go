@@ -38,6 +38,10 @@ type IO struct {
 // destroys it at once.
 const Grace = 10 * time.Second
 
+// ErrTimeout is returned when the run outlived its config's Timeout and the
+// sandbox was destroyed.
+var ErrTimeout = errors.New("timed out")
+
 // ErrDetached is returned when the caller detached from a terminal session
 // with Ctrl-]: the sandbox was destroyed.
 var ErrDetached = errors.New("detached: the sandbox was destroyed")
@@ -75,6 +79,9 @@ type run struct {
 	// killedBy is the caller's signal that made us destroy the sandbox.
 	killedBy atomic.Int32
 	detached atomic.Bool
+	timedOut atomic.Bool
+	// domMu guards dom against the timeout, which may fire at any step.
+	domMu sync.Mutex
 }
 
 // Run starts the sandbox cfg describes, relays its program and returns the
@@ -91,6 +98,13 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	}
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
+	if cfg.Timeout > 0 {
+		timer := time.AfterFunc(cfg.Timeout, func() {
+			r.timedOut.Store(true)
+			r.destroy()
+		})
+		defer timer.Stop()
+	}
 	for _, s := range []struct {
 		name string
 		do   func() error
@@ -103,9 +117,16 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 		if err := s.do(); err != nil {
 			return 0, err
 		}
+		if r.timedOut.Load() {
+			r.destroy()
+			return 0, fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, cfg.Timeout)
+		}
 		r.debugf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
 	}
 	st, err := r.relay()
+	if r.timedOut.Load() {
+		return 0, fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, cfg.Timeout)
+	}
 	if sig := r.killedBy.Load(); sig != 0 {
 		return 128 + int(sig), nil
 	}
@@ -197,7 +218,9 @@ func (r *run) start() error {
 	if err != nil {
 		return libvirtError("starting the sandbox", err)
 	}
+	r.domMu.Lock()
 	r.dom = dom
+	r.domMu.Unlock()
 	r.onCleanup(func() { dom.Free() })
 	return nil
 }
@@ -297,10 +320,13 @@ func (r *run) handleSignals(t *terminal, signals chan<- syscall.Signal, resizes 
 // destroy ends the domain at once: only on errors, interrupts and detaches,
 // since the normal end (PID 1 exits or powers off) is much faster.
 func (r *run) destroy() {
-	if r.dom == nil {
+	r.domMu.Lock()
+	dom := r.dom
+	r.domMu.Unlock()
+	if dom == nil {
 		return
 	}
-	if err := r.dom.Destroy(); err != nil {
+	if err := dom.Destroy(); err != nil {
 		r.debugf("destroy: %v", err)
 	}
 }

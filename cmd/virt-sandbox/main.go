@@ -78,8 +78,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return failed.Status
 	}
 	fmt.Fprintf(stderr, "virt-sandbox: %v\n", err)
-	if errors.Is(err, sandbox.ErrDetached) {
+	switch {
+	case errors.Is(err, sandbox.ErrDetached):
 		return 128 + int(syscall.SIGKILL)
+	case errors.Is(err, sandbox.ErrTimeout):
+		// As timeout(1).
+		return 124
 	}
 	return StatusLaunchFailed
 }

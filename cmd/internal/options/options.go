@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -37,6 +39,9 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "include", Aliases: []string{"i"}, Usage: "copy a host file or directory into a writable mount: `GUEST=HOST`, or PATH for the same path (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "includefile", Aliases: []string{"I"}, Usage: "copy the files listed in `FILE`, one -i spec per line (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "disk", Usage: "`file:TAG=FILE[,format=raw|qcow2]`: a block device at /dev/disk/by-tag/TAG (repeatable)", Category: "Files"},
+		&cli.StringSliceFlag{Name: "rw", Usage: "make host `PATH` writable inside, at the same path (repeatable)", Category: "Files"},
+		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
+		&cli.DurationFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m) and exit 124"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
@@ -66,6 +71,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		URI:     uri,
 		Command: config.Command{Argv: argv},
 		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+		Timeout: c.Duration("timeout"),
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
@@ -74,6 +80,15 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 	s.Command.Env = []string{"PATH=" + DefaultPath}
 	if t := os.Getenv("TERM"); s.TTY && t != "" {
 		s.Command.Env = append(s.Command.Env, "TERM="+t)
+	}
+	for _, pattern := range c.StringSlice("pass-env") {
+		passed, err := passEnv(pattern, os.Environ())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range passed {
+			s.Command.Env = setEnv(s.Command.Env, kv)
+		}
 	}
 	for _, e := range c.StringSlice("env") {
 		kv, err := config.ParseEnv(e)
@@ -150,6 +165,16 @@ func files(c *cli.Context, s *config.Sandbox) error {
 		}
 		s.Includes = append(s.Includes, inc)
 	}
+	for _, p := range c.StringSlice("rw") {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: abs, Source: abs})
+	}
+	if dir, ok := hiddenProgramDir(s); ok {
+		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: dir, Source: dir})
+	}
 	for _, spec := range c.StringSlice("disk") {
 		d, err := config.ParseDisk(spec)
 		if err != nil {
@@ -194,6 +219,46 @@ func identity(c *cli.Context) (config.Identity, error) {
 		id.User, id.Home = u.Username, u.HomeDir
 	}
 	return id, nil
+}
+
+// passEnv returns the entries of environ whose names match pattern.
+func passEnv(pattern string, environ []string) ([]string, error) {
+	if _, err := path.Match(pattern, ""); err != nil {
+		return nil, fmt.Errorf("%w: --pass-env %q: %v", config.ErrInvalid, pattern, err)
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if ok, _ := path.Match(pattern, name); ok {
+			out = append(out, kv)
+		}
+	}
+	return out, nil
+}
+
+// hiddenProgramDir is the directory of a program named by an absolute path
+// under /tmp, which the sandbox would not see (it has a /tmp of its own):
+// go test -exec runs test binaries from its build directory there, and reads
+// back what they write next to them (coverage profiles). It is shared,
+// writable, at the same path.
+func hiddenProgramDir(s *config.Sandbox) (string, bool) {
+	prog := s.Command.Argv[0]
+	if !filepath.IsAbs(prog) || s.Root != "" {
+		return "", false
+	}
+	dir := filepath.Dir(filepath.Clean(prog))
+	if !strings.HasPrefix(dir+"/", "/tmp/") || dir == "/tmp" {
+		return "", false
+	}
+	for _, m := range s.Mounts {
+		if m.Target == dir || strings.HasPrefix(dir+"/", m.Target+"/") {
+			return "", false
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return dir, true
 }
 
 // setEnv sets kv in env, replacing an entry of the same key.
