@@ -7,10 +7,10 @@ package config
 
 import (
 	"encoding/json"
-	"time"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 )
 
 // Version is the schema version written into every saved config. Load refuses
