@@ -122,6 +122,30 @@ for pass in cold cached; do
 	initrd_lines+=("$(printf '%-7s %s  [whole run %s]' "$pass" "$line" "$wall")")
 done
 
+# Reading a 1 GiB file of the host's root: inside a QEMU sandbox (through
+# the 9p root share) against on the host, both from the host's page cache.
+big=/var/tmp/virt-sandbox-bench-1g
+trap 'rm -rf "$work" "$big"' EXIT
+head -c 1073741824 /dev/urandom >"$big"
+cat "$big" >/dev/null
+read_secs() { # the seconds dd reports for reading $big
+	"$@" dd if="$big" of=/dev/null bs=1M 2>&1 | awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i-1) }'
+}
+log "reading 1 GiB on the host and in a QEMU sandbox"
+read_host=$(read_secs)
+read_qemu=$(read_secs "$launcher" -c qemu:///system --)
+[ -n "$read_qemu" ] || { read_qemu=FAILED; failed=1; }
+
+# Throughput of LXC sandboxes: 16 one after another, then 16 with 4 at a time.
+throughput() { # PARALLEL: sandboxes per second over 16 runs of /bin/true
+	local start=$EPOCHREALTIME
+	seq 16 | xargs -P "$1" -I{} "$launcher" -c lxc:/// /bin/true || { echo FAILED; return; }
+	awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f sandboxes/s", 16 / (b - a) }'
+}
+log "throughput of 16 LXC sandboxes, sequential and -P 4"
+tp_seq=$(throughput 1)
+tp_par=$(throughput 4)
+
 # The table.
 # secs NAME: median, standard deviation and runs of NAME.
 secs() {
@@ -157,6 +181,12 @@ printf '%-48s %s\n' \
 	"QEMU  virt-sandbox -c qemu:///system /bin/true" "$(secs qemu)" \
 	"      plain qemu boot, init powers off" "$(secs plain)" \
 	"      ours / plain" "$(ratio qemu plain 1.25)"
+printf '%-48s %s\n' \
+	"read 1 GiB  on the host" "$read_host s" \
+	"            in a QEMU sandbox (9p root)" "$read_qemu s" \
+	"            sandbox / host" "$(awk -v a="$read_qemu" -v b="$read_host" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1fx", a / b; else print "n/a" }')" \
+	"LXC throughput, 16 sequential" "$tp_seq" \
+	"               16 with xargs -P 4" "$tp_par"
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
 
