@@ -205,6 +205,8 @@ const (
 	GuestDir = "/run/virt-sandbox"
 	// GuestInit is where the init binary is in an LXC sandbox.
 	GuestInit = "/run/virt-sandbox-init"
+	// GuestRoot is where an LXC sandbox finds a custom root to switch to.
+	GuestRoot = "/run/virt-sandbox-root"
 	// GuestIncludes is the directory of the config share holding the
 	// include files, laid out as their guest paths.
 	GuestIncludes = "includes"

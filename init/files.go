@@ -163,21 +163,7 @@ func overlayRoot() error {
 	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
 		return err
 	}
-	for _, d := range []string{"/dev", "/proc", "/sys", "/run"} {
-		if err := unix.Mount(d, root+d, "", unix.MS_MOVE, ""); err != nil {
-			return fmt.Errorf("moving %s: %w", d, err)
-		}
-	}
-	if err := unix.Chdir(root); err != nil {
-		return err
-	}
-	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("moving the overlay to /: %w", err)
-	}
-	if err := unix.Chroot("."); err != nil {
-		return err
-	}
-	return unix.Chdir("/")
+	return switchRoot(root)
 }
 
 // copyIncludes copies the files the launcher staged in the config share to

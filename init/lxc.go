@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/virt-sandbox/virt-sandbox/config"
+
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
@@ -12,9 +14,11 @@ import (
 // /proc, /sys, /dev, /dev/pts, a tmpfs on /run, the config share and the
 // sources of the user's mounts.
 var lxcSteps = []step{
+	{"root", enterCustomRoot},
 	{"config", loadConfig},
 	{"files", setupFiles},
 	{"disks", tagDisks},
+	{"network", setupNetwork},
 	{"channel", openLXCChannel},
 	{"handshake", handshake},
 	{"program", runProgram},
@@ -39,4 +43,18 @@ func openLXCChannel(b *boot) error {
 	unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
 	b.channel = f
 	return nil
+}
+
+// enterCustomRoot switches into a custom root (-r), which the launcher
+// shares on a stage rather than as libvirt's root: libvirt makes a
+// directory (.oldroot) in the root it is given, and the user's tree must not
+// be touched. The stage is first moved out of /run, which moves into it.
+func enterCustomRoot(b *boot) error {
+	if _, err := os.Stat(config.GuestRoot); err != nil {
+		return nil
+	}
+	if err := unix.Mount(config.GuestRoot, "/tmp", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving the root out of /run: %w", err)
+	}
+	return switchRoot("/tmp")
 }

@@ -29,12 +29,13 @@ var qemuSteps = []step{
 	{"modules", loadModules},
 	{"channel", openVirtioChannel},
 	{"root", mountRoot},
-	{"switch root", switchRoot},
+	{"switch root", switchToRoot},
 	{"config", loadConfig},
 	{"shares", mountShares},
 	{"devpts", mountDevpts},
 	{"files", setupFiles},
 	{"disks", tagDisks},
+	{"network", setupNetwork},
 	{"handshake", handshake},
 	{"program", runProgram},
 }
@@ -138,26 +139,8 @@ func mountRoot(b *boot) error {
 	})
 }
 
-// switchRoot makes the root share / with the kernel filesystems moved
-// along. The initramfs cannot be pivoted away from, so the new root is
-// moved over it and chrooted into.
-func switchRoot(b *boot) error {
-	for _, d := range []string{"/dev", "/proc", "/sys"} {
-		if err := unix.Mount(d, newRoot+d, "", unix.MS_MOVE, ""); err != nil {
-			return fmt.Errorf("moving %s into the root: %w", d, err)
-		}
-	}
-	if err := unix.Chdir(newRoot); err != nil {
-		return err
-	}
-	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("moving the root: %w", err)
-	}
-	if err := unix.Chroot("."); err != nil {
-		return err
-	}
-	return unix.Chdir("/")
-}
+// switchToRoot makes the root share /.
+func switchToRoot(b *boot) error { return switchRoot(newRoot) }
 
 func mountDevpts(b *boot) error {
 	return mountAll([]mount{{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"}})

@@ -85,14 +85,19 @@ func TestLXCDomain(t *testing.T) {
 		wantMem  uint
 	}{
 		{name: "host root", wantRoot: "/", wantMem: uint(hostMemoryMiB())},
-		{name: "own root", root: "/srv/root", memMiB: 300, vcpus: 2, wantRoot: "/srv/root", wantMem: 300},
+		// A custom root is shared on a stage; libvirt gets a skeleton,
+		// since it makes a directory in the root it is given.
+		{name: "own root", root: "/srv/root", memMiB: 300, vcpus: 2, wantRoot: "skeleton", wantMem: 300},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(config.LXC, "lxc:///")
 			cfg.Root = tt.root
 			cfg.Kernel.MemoryMiB = tt.memMiB
 			cfg.Kernel.VCPUs = tt.vcpus
-			r := &run{cfg: cfg, stateDir: "/run/user/1000/virt-sandbox/sandbox-test", initPath: "/usr/libexec/virt-sandbox/virt-sandbox-init"}
+			r := &run{cfg: cfg, stateDir: t.TempDir(), initPath: "/usr/libexec/virt-sandbox/virt-sandbox-init"}
+			if tt.wantRoot == "skeleton" {
+				tt.wantRoot = filepath.Join(r.stateDir, "skeleton")
+			}
 			d, err := lxcDriver{}.domain(cfg, r)
 			if err != nil {
 				t.Fatalf("lxcDriver.domain() = %v", err)
@@ -116,6 +121,9 @@ func TestLXCDomain(t *testing.T) {
 				{RAM: "64 MiB", Target: "/run"},
 				{Mount: r.stateDir, Target: config.GuestDir, ReadOnly: true},
 				{Mount: r.initPath, Target: config.GuestInit, ReadOnly: true},
+			}
+			if tt.root != "" {
+				want = append(want, fsDesc{Mount: tt.root, Target: config.GuestRoot, ReadOnly: true})
 			}
 			if d.Devices == nil {
 				t.Fatalf("lxcDriver.domain().Devices = nil, want filesystems and consoles")
@@ -210,6 +218,7 @@ var fakeModules = []struct{ file, deps string }{
 	{"kernel/net/9p/9pnet.ko.gz", ""},
 	{"kernel/fs/netfs/netfs.ko", ""},
 	{"kernel/net/9p/9pnet_virtio.ko.zst", "kernel/net/9p/9pnet.ko.gz kernel/drivers/virtio/virtio_ring.ko"},
+	{"kernel/drivers/char/hw_random/virtio-rng.ko", "kernel/drivers/virtio/virtio_ring.ko"},
 	// Not needed: must stay out of the initrd.
 	{"kernel/fs/ext4/ext4.ko", ""},
 }
@@ -225,6 +234,7 @@ var wantInitrdModules = []string{
 	"modules/005-netfs.ko",
 	"modules/006-9p.ko.xz",
 	"modules/007-9pnet_virtio.ko.zst",
+	"modules/008-virtio-rng.ko",
 }
 
 // writeModuleTree writes a module tree into dir and returns the contents of

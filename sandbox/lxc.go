@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -22,9 +23,16 @@ const (
 )
 
 func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	root := cfg.Root
-	if root == "" {
-		root = "/"
+	root := "/"
+	if cfg.Root != "" {
+		// libvirt makes a directory in the root it is given: give it a
+		// skeleton of ours, and the custom root on a stage the init
+		// switches to.
+		skel, err := skeletonRoot(r.stateDir)
+		if err != nil {
+			return nil, err
+		}
+		root = skel
 	}
 	fs := []libvirtxml.DomainFilesystem{
 		bindFS(root, "/", true),
@@ -38,6 +46,9 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		},
 		bindFS(r.stateDir, config.GuestDir, true),
 		bindFS(r.initPath, config.GuestInit, true),
+	}
+	if cfg.Root != "" {
+		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
 	}
 	// The sources of the user's mounts go to their stages; the init binds
 	// them on their targets.
@@ -83,17 +94,23 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	pty := func() libvirtxml.DomainConsole {
 		return libvirtxml.DomainConsole{Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}}
 	}
+	ifaces, err := r.interfaces("")
+	if err != nil {
+		return nil, err
+	}
 	d := baseDomain(cfg, "lxc", lxcMemoryMiB(cfg))
 	d.OS = &libvirtxml.DomainOS{
 		Type:     &libvirtxml.DomainOSType{Type: "exe"},
 		Init:     config.GuestInit,
 		InitArgs: []string{"lxc"},
 	}
-	// privnet: a network namespace of its own, so no network unless asked.
+	// privnet: a network namespace of its own even without interfaces, so
+	// no network unless asked.
 	d.Features = &libvirtxml.DomainFeatureList{PrivNet: &libvirtxml.DomainFeature{}}
 	d.Devices = &libvirtxml.DomainDeviceList{
 		Filesystems: fs,
 		Hostdevs:    hostdevs,
+		Interfaces:  ifaces,
 		Consoles:    []libvirtxml.DomainConsole{pty(), pty()},
 	}
 	return d, nil
@@ -136,4 +153,16 @@ func needNBD() error {
 		return errors.New("qcow2 images reach LXC sandboxes through nbd, which this host's kernel lacks: use a raw image or QEMU")
 	}
 	return nil
+}
+
+// skeletonRoot makes, in the state directory, an empty root with the mount
+// points libvirt and the init use.
+func skeletonRoot(stateDir string) (string, error) {
+	skel := filepath.Join(stateDir, "skeleton")
+	for _, d := range rootMountPoints {
+		if err := os.MkdirAll(filepath.Join(skel, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	return skel, nil
 }

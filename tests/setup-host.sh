@@ -10,6 +10,7 @@ packages=(
 	libvirt-clients libvirt-dev pkg-config
 	qemu-system-x86 qemu-utils linux-image-amd64
 	busybox-static bubblewrap hyperfine tmux e2fsprogs tini python3
+	squashfs-tools dnsmasq-base
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }

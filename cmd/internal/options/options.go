@@ -42,6 +42,7 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "rw", Usage: "make host `PATH` writable inside, at the same path (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
 		&cli.DurationFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m) and exit 124"},
+		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
@@ -108,6 +109,13 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 	}
 	if s.Command.Dir == "" {
 		s.Command.Dir = "/"
+	}
+	for _, spec := range c.StringSlice("network") {
+		n, err := config.ParseNetwork(spec)
+		if err != nil {
+			return nil, err
+		}
+		s.Networks = append(s.Networks, n)
 	}
 	if s.Kernel, err = kernel(c); err != nil {
 		return nil, err
