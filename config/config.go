@@ -58,10 +58,25 @@ type Sandbox struct {
 	TTY bool `json:"tty,omitempty"`
 	// Debug makes the init report its steps on the log console.
 	Debug bool `json:"debug,omitempty"`
+	// Service, when set, makes the sandbox a long-running service.
+	Service *Service `json:"service,omitempty"`
 	// Timeout, when not zero, bounds the whole run: the sandbox is
 	// destroyed when it expires.
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
+
+// Service is how a sandbox runs as a long-running service: its init runs
+// the program at boot on the log console, keeps its output in the log
+// share, restarts it per Restart, and serves execute and stop requests.
+type Service struct {
+	// Restart is "no" or "on-failure" (exit status not 0).
+	Restart string `json:"restart,omitempty"`
+	// MaxRestarts bounds on-failure restarts; 0 means DefaultMaxRestarts.
+	MaxRestarts int `json:"max_restarts,omitempty"`
+}
+
+// DefaultMaxRestarts is how many times on-failure restarts a program.
+const DefaultMaxRestarts = 5
 
 // Command is the program to run and its environment.
 type Command struct {
@@ -207,6 +222,10 @@ const (
 	GuestInit = "/run/virt-sandbox-init"
 	// GuestRoot is where an LXC sandbox finds a custom root to switch to.
 	GuestRoot = "/run/virt-sandbox-root"
+	// GuestLog is where a service's log share is; the init appends the
+	// program's output to LogFile in it.
+	GuestLog = "/run/virt-sandbox-log"
+	LogFile  = "program.log"
 	// GuestIncludes is the directory of the config share holding the
 	// include files, laid out as their guest paths.
 	GuestIncludes = "includes"

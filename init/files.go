@@ -22,6 +22,11 @@ func mountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
 // 9p shares for host-bind, disks for host-image. LXC sandboxes get them
 // from libvirt.
 func mountShares(b *boot) error {
+	if b.cfg.Service != nil {
+		if err := mountAll([]mount{{"sandbox-log", config.GuestLog, "9p", 0, ninePOpts}}); err != nil {
+			return err
+		}
+	}
 	for i, m := range b.cfg.Mounts {
 		var flags uintptr
 		if m.ReadOnly {

@@ -20,8 +20,7 @@ var lxcSteps = []step{
 	{"disks", tagDisks},
 	{"network", setupNetwork},
 	{"channel", openLXCChannel},
-	{"handshake", handshake},
-	{"program", runProgram},
+	{"run", run},
 }
 
 // lxcChannel is the container's second console: libvirt exposes console N+1

@@ -67,6 +67,11 @@ func (b *boot) run(steps []step) int {
 // fail reports f to the launcher, waiting for its hello first if need be.
 func (b *boot) fail(f *console.Failed) {
 	fmt.Fprintf(os.Stderr, "virt-sandbox-init: %s\n", f.Message)
+	if b.cfg != nil && b.cfg.Service != nil {
+		// Nobody waits on the channel of a service; the log console
+		// has the message.
+		return
+	}
 	if b.guest == nil && b.channel != nil {
 		g, err := console.Accept(b.channel)
 		if err != nil {

@@ -17,14 +17,32 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
+// run is the last step: a one-shot sandbox waits for the launcher and runs
+// its program; a service runs its program at once and serves requests.
+func run(b *boot) error {
+	if b.cfg.Service != nil {
+		return runService(b)
+	}
+	if err := handshake(b); err != nil {
+		return err
+	}
+	return runProgram(b)
+}
+
 // runProgram starts the program as the configured identity and relays it
-// until it ends.
+// until it ends; then everything else in the sandbox ends too.
 func runProgram(b *boot) error {
-	cmd, err := command(b.cfg)
+	return relay(b, b.guest, b.cfg.Command.Argv, func(pid int) console.Status { return reap(pid) })
+}
+
+// relay starts argv as the configured identity, on a terminal or pipes as
+// the host asked, and relays it over g until wait says it ended.
+func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.Status) error {
+	cmd, err := command(b.cfg, argv)
 	if err != nil {
 		return err
 	}
-	tty, size := b.guest.TTY()
+	tty, size := g.TTY()
 	var p console.Program
 	if tty {
 		p, err = startTTY(cmd, size)
@@ -35,22 +53,23 @@ func runProgram(b *boot) error {
 		return execFailure(cmd.Path, err)
 	}
 	b.logf("program: started %s as pid %d", cmd.Path, cmd.Process.Pid)
-	p.Wait = func() console.Status { return reap(cmd.Process.Pid) }
-	return b.guest.Serve(p)
+	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
+	return g.Serve(p)
 }
 
-// command prepares the program's process: identity, environment, directory.
-func command(cfg *config.Sandbox) (*exec.Cmd, error) {
+// command prepares a process of the program's identity, environment and
+// directory for argv.
+func command(cfg *config.Sandbox, argv []string) (*exec.Cmd, error) {
 	id, err := resolveIdentity(cfg.Identity)
 	if err != nil {
 		return nil, err
 	}
 	env := withDefaults(cfg.Command.Env, map[string]string{"HOME": id.Home, "USER": id.User, "LOGNAME": id.User})
-	path, err := lookPath(cfg.Command.Argv[0], env)
+	path, err := lookPath(argv[0], env)
 	if err != nil {
 		return nil, err
 	}
-	cmd := &exec.Cmd{Path: path, Args: cfg.Command.Argv, Env: env, Dir: cfg.Command.Dir}
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: cfg.Command.Dir}
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
 	if !cfg.Identity.Privileged {
 		if err := dropPrivileges(); err != nil {

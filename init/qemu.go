@@ -36,8 +36,7 @@ var qemuSteps = []step{
 	{"files", setupFiles},
 	{"disks", tagDisks},
 	{"network", setupNetwork},
-	{"handshake", handshake},
-	{"program", runProgram},
+	{"run", run},
 }
 
 func mountKernelFS(b *boot) error {

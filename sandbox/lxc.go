@@ -50,6 +50,9 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	if cfg.Root != "" {
 		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
 	}
+	if cfg.Service != nil {
+		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
+	}
 	// The sources of the user's mounts go to their stages; the init binds
 	// them on their targets.
 	for i, m := range cfg.Mounts {
@@ -76,6 +79,9 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		}
 	}
 	var hostdevs []libvirtxml.DomainHostdev
+	if cfg.Service != nil && len(cfg.Disks) > 0 {
+		return nil, errors.New("--disk: an LXC service has no launcher to hold its loop devices between start and stop: use a QEMU service")
+	}
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if d.Format != "raw" {

@@ -50,6 +50,21 @@ var fsModules = map[string][]string{
 	"squashfs": {"squashfs"},
 }
 
+// LogTag is the 9p tag of a service's log share.
+const LogTag = "sandbox-log"
+
+// writableShare is a 9p share the sandbox writes to.
+func writableShare(src, tag string) libvirtxml.DomainFilesystem {
+	f := bindFS(src, tag, false)
+	f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
+	if os.Getuid() != 0 {
+		// QEMU runs as the caller and cannot give files away: new
+		// files are the caller's.
+		f.AccessMode = "squash"
+	}
+	return f
+}
+
 // MountTag names the 9p share or disk serial of mount i: the sandbox- prefix
 // is kept from disk tags.
 func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
@@ -184,12 +199,9 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			f := bindFS(m.Source, MountTag(i), m.ReadOnly)
-			f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
-			if os.Getuid() != 0 {
-				// QEMU runs as the caller and cannot give files away:
-				// new files are the caller's.
-				f.AccessMode = "squash"
+			f := writableShare(m.Source, MountTag(i))
+			if m.ReadOnly {
+				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
 			}
 			filesystems = append(filesystems, f)
 		case config.HostImage:
@@ -198,6 +210,9 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	}
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
+	}
+	if cfg.Service != nil {
+		filesystems = append(filesystems, writableShare(r.logDir, LogTag))
 	}
 	ifaces, err := r.interfaces("virtio")
 	if err != nil {

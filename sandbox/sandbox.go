@@ -82,6 +82,9 @@ type run struct {
 	timedOut atomic.Bool
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
+	// logDir is a service's log share; request what it is asked.
+	logDir  string
+	request *console.Request
 }
 
 // Run starts the sandbox cfg describes, relays its program and returns the
@@ -182,30 +185,13 @@ func (r *run) connect() error {
 // start creates the transient domain. START_AUTODESTROY ties its life to
 // our connection, so a launcher that is killed leaves no domain behind.
 func (r *run) start() error {
-	d, err := r.drv.domain(r.cfg, r)
+	xml, err := r.domainXML()
 	if err != nil {
 		return err
 	}
-	// Saved after the driver completed it for the run.
-	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
+	if err := r.watchStop(); err != nil {
 		return err
 	}
-	xml, err := d.Marshal()
-	if err != nil {
-		return fmt.Errorf("domain XML: %w", err)
-	}
-	cb, err := r.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
-		if ev.Event != libvirt.DOMAIN_EVENT_STOPPED {
-			return
-		}
-		if uuid, err := d.GetUUIDString(); err == nil && uuid == r.cfg.UUID {
-			r.stopOnce.Do(func() { close(r.stopped) })
-		}
-	})
-	if err != nil {
-		return libvirtError("watching domain events", err)
-	}
-	r.onCleanup(func() { r.conn.DomainEventDeregister(cb) })
 	flags := libvirt.DOMAIN_START_AUTODESTROY
 	if isEmbedded(r.cfg.URI) {
 		// The embedded driver runs in this process and cannot autodestroy;
@@ -218,10 +204,48 @@ func (r *run) start() error {
 	if err != nil {
 		return libvirtError("starting the sandbox", err)
 	}
+	r.setDomain(dom)
+	return nil
+}
+
+// domainXML builds the domain for the config and saves the config the
+// driver completed for the run into the config share.
+func (r *run) domainXML() (string, error) {
+	d, err := r.drv.domain(r.cfg, r)
+	if err != nil {
+		return "", err
+	}
+	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
+		return "", err
+	}
+	xml, err := d.Marshal()
+	if err != nil {
+		return "", fmt.Errorf("domain XML: %w", err)
+	}
+	return xml, nil
+}
+
+func (r *run) setDomain(dom *libvirt.Domain) {
 	r.domMu.Lock()
 	r.dom = dom
 	r.domMu.Unlock()
 	r.onCleanup(func() { dom.Free() })
+}
+
+// watchStop arranges for r.stopped to close when the domain stops.
+func (r *run) watchStop() error {
+	cb, err := r.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
+		if ev.Event != libvirt.DOMAIN_EVENT_STOPPED {
+			return
+		}
+		if uuid, err := d.GetUUIDString(); err == nil && uuid == r.cfg.UUID {
+			r.stopOnce.Do(func() { close(r.stopped) })
+		}
+	})
+	if err != nil {
+		return libvirtError("watching domain events", err)
+	}
+	r.onCleanup(func() { r.conn.DomainEventDeregister(cb) })
 	return nil
 }
 
@@ -246,6 +270,7 @@ func (r *run) relay() (console.Status, error) {
 	signals := make(chan syscall.Signal, 4)
 	resizes := make(chan console.WinSize, 4)
 	host := &console.Host{
+		Request: r.request,
 		Stdin:   term.stdin,
 		Stdout:  r.io.Stdout,
 		Stderr:  r.io.Stderr,

@@ -654,7 +654,7 @@ func TestAcceptVersionMismatch(t *testing.T) {
 	}{
 		{"version 99", hello{Version: 99, TTY: true, Size: WinSize{Rows: 24, Cols: 80}}.encode(), 99},
 		{"version only", putU32(99), 99},
-		{"longer hello", append(putU32(2), make([]byte, 100)...), 2},
+		{"longer hello", append(putU32(Version+1), make([]byte, 100)...), Version + 1},
 		{"version 0", hello{}.encode(), 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -697,7 +697,7 @@ func TestRunVersionMismatch(t *testing.T) {
 	}{
 		{"99", nil, 99},
 		{"0", nil, 0},
-		{"2", nil, 2},
+		{"next", nil, Version + 1},
 		{"99 after noise", []byte("^A^@^@\x02\x00\x00"), 99},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -892,7 +892,6 @@ func TestAccept(t *testing.T) {
 		{"short hello", frames(Hello, []byte{0, 0, 1}), ErrFrame, false, WinSize{}},
 		{"long hello", frames(Hello, append(hello{Version: Version}.encode(), 0)), ErrFrame, false, WinSize{}},
 		{"hello of version 99", frames(Hello, hello{Version: 99}.encode()), ErrVersion, false, WinSize{}},
-		{"no hello", frames(Stdout, []byte("x")), io.EOF, false, WinSize{}},
 		{"truncated hello", frames(Hello, hello{Version: Version}.encode())[:8], io.ErrUnexpectedEOF, false, WinSize{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1684,4 +1683,53 @@ func FuzzAwaitAnnounce(f *testing.F) {
 			}
 		}
 	})
+}
+
+// eofUntilHost reads end of file until its host "connects", as a virtio
+// port does while nobody has its host side open, then reads what the host
+// sent.
+type eofUntilHost struct {
+	mu      sync.Mutex
+	reads   int
+	pending []byte
+	written bytes.Buffer
+}
+
+func (e *eofUntilHost) Read(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reads++
+	if e.reads < 3 || len(e.pending) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, e.pending)
+	e.pending = e.pending[n:]
+	return n, nil
+}
+
+func (e *eofUntilHost) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.written.Write(p)
+}
+
+// TestAcceptWaitsThroughEOF: end of file before the hello means no host yet,
+// not the end: Accept keeps waiting.
+func TestAcceptWaitsThroughEOF(t *testing.T) {
+	port := &eofUntilHost{pending: frames(Hello, hello{Version: Version}.encode())}
+	g := within(t, "Accept", func() *Guest {
+		g, err := Accept(port)
+		if err != nil {
+			t.Errorf("Accept() = %v, want a session", err)
+		}
+		return g
+	})
+	if g == nil {
+		t.Fatal("Accept() = nil")
+	}
+	port.mu.Lock()
+	defer port.mu.Unlock()
+	if port.reads < 3 {
+		t.Errorf("Accept() read %d times, want it to have read past the ends of file", port.reads)
+	}
 }

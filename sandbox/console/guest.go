@@ -38,6 +38,12 @@ func Accept(conn io.ReadWriter) (*Guest, error) {
 	}()
 	for {
 		t, p, err := g.r.Next()
+		if err == io.EOF {
+			// A virtio port reads end of file while no host has it
+			// open: the host is yet to come.
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("console: waiting for the host's hello: %w", err)
 		}
@@ -59,6 +65,9 @@ func Accept(conn io.ReadWriter) (*Guest, error) {
 
 // TTY reports whether the host asked for a terminal, and its size.
 func (g *Guest) TTY() (bool, WinSize) { return g.hello.TTY, g.hello.Size }
+
+// Request is what the host asked for, or nil: run the configured program.
+func (g *Guest) Request() *Request { return g.hello.Request }
 
 // Fail reports that the program could not be run and waits for the host to
 // take note, so the report is not lost when the sandbox ends.

@@ -35,6 +35,9 @@ type Host struct {
 	// Signals are forwarded to the program; Resizes to its terminal.
 	Signals <-chan syscall.Signal
 	Resizes <-chan WinSize
+	// Request, for a sandbox running a service, says what to do instead
+	// of running the configured program.
+	Request *Request
 }
 
 // Run speaks the protocol on conn until the program ends and reports how it
@@ -45,7 +48,7 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if err := awaitAnnounce(r); err != nil {
 		return Status{}, err
 	}
-	if err := w.Write(Hello, hello{Version: Version, TTY: h.TTY, Size: h.Size}.encode()); err != nil {
+	if err := w.Write(Hello, hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request}.encode()); err != nil {
 		return Status{}, fmt.Errorf("console: sending hello: %w", err)
 	}
 

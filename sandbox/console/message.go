@@ -2,6 +2,7 @@ package console
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -23,12 +24,26 @@ func decodeWinSize(t Type, p []byte) (WinSize, error) {
 	return WinSize{binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:])}, nil
 }
 
-// hello is the host's opening frame: its version, and whether the program
-// gets a terminal and of which size, so the program starts with the right one.
+// Request is what a host asks of a sandbox that runs a service: to run
+// another command beside it, or to stop it. One-shot sandboxes get none and
+// run their configured program.
+type Request struct {
+	// Exec is a command to run with the service's identity and
+	// environment, relayed like a one-shot program.
+	Exec []string `json:"exec,omitempty"`
+	// Stop asks the service's program to end (SIGTERM to its group), for
+	// good: no restart.
+	Stop bool `json:"stop,omitempty"`
+}
+
+// hello is the host's opening frame: its version, whether the program gets
+// a terminal and of which size, so the program starts with the right one,
+// and the request, if any (JSON after the fixed part).
 type hello struct {
 	Version uint32
 	TTY     bool
 	Size    WinSize
+	Request *Request
 }
 
 func (h hello) encode() []byte {
@@ -38,7 +53,13 @@ func (h hello) encode() []byte {
 	if h.TTY {
 		flags |= 1
 	}
-	return append(b, flags)
+	b = append(b, flags)
+	if h.Request != nil {
+		// A Request of strings cannot fail to marshal.
+		j, _ := json.Marshal(h.Request)
+		b = append(b, j...)
+	}
+	return b
 }
 
 func decodeHello(p []byte) (hello, error) {
@@ -51,11 +72,17 @@ func decodeHello(p []byte) (hello, error) {
 	if h.Version != Version {
 		return h, nil
 	}
-	if len(p) != 9 {
-		return hello{}, fmt.Errorf("%w: hello payload has %d bytes, want 9", ErrFrame, len(p))
+	if len(p) < 9 {
+		return hello{}, fmt.Errorf("%w: hello payload has %d bytes, want at least 9", ErrFrame, len(p))
 	}
 	h.Size, _ = decodeWinSize(Hello, p[4:8])
 	h.TTY = p[8]&1 != 0
+	if len(p) > 9 {
+		h.Request = new(Request)
+		if err := json.Unmarshal(p[9:], h.Request); err != nil {
+			return hello{}, fmt.Errorf("%w: hello request: %v", ErrFrame, err)
+		}
+	}
 	return h, nil
 }
 

@@ -1,0 +1,379 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+)
+
+// A service is a sandbox that is kept: exactly its saved config (nothing is
+// guessed about the host), a persistent domain built from it, and a log
+// directory. The config in its directory is the config share of its domain.
+
+// ErrNoService is wrapped when a named service does not exist.
+var ErrNoService = errors.New("no such service")
+
+// ServicesDir holds one directory per service.
+func ServicesDir() string {
+	if os.Getuid() == 0 {
+		return "/etc/virt-sandbox/services"
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "virt-sandbox", "services")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-services-%d", os.Getuid()))
+}
+
+// LogDir is where a service's program output is kept.
+func LogDir(name string) string {
+	if os.Getuid() == 0 {
+		return filepath.Join("/var/log/virt-sandbox", name)
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "virt-sandbox", name)
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "virt-sandbox", name)
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-logs-%d", os.Getuid()), name)
+}
+
+// LogPath is the file holding a service's program output.
+func LogPath(name string) string { return filepath.Join(LogDir(name), config.LogFile) }
+
+func serviceDir(name string) string { return filepath.Join(ServicesDir(), name) }
+
+// Create saves cfg as a new service and defines its domain. Nothing is left
+// when it fails.
+func Create(cfg *config.Sandbox) (err error) {
+	if cfg.Service == nil {
+		cfg.Service = &config.Service{}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	dir := serviceDir(cfg.Name)
+	r, err := newRun(cfg)
+	if err != nil {
+		return err
+	}
+	defer r.cleanup()
+	if _, err := r.conn.LookupDomainByName(cfg.Name); err == nil {
+		return fmt.Errorf("service %q: a domain of that name exists", cfg.Name)
+	}
+	if err := os.MkdirAll(ServicesDir(), 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("service %q already exists", cfg.Name)
+		}
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+			os.RemoveAll(LogDir(cfg.Name))
+		}
+	}()
+	r.stateDir = dir
+	if err := r.prepareFiles(); err != nil {
+		return err
+	}
+	return r.define()
+}
+
+// newRun connects for work on a service.
+func newRun(cfg *config.Sandbox) (*run, error) {
+	drv, err := driverFor(cfg.Driver)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{cfg: cfg, drv: drv, stopped: make(chan struct{}), stateDir: serviceDir(cfg.Name), logDir: LogDir(cfg.Name)}
+	if r.initPath, err = InitPath(); err != nil {
+		return nil, err
+	}
+	if err := r.connect(); err != nil {
+		r.cleanup()
+		return nil, err
+	}
+	return r, nil
+}
+
+// define (re)defines the service's persistent domain from its config.
+func (r *run) define() error {
+	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
+		return fmt.Errorf("log directory: %w", err)
+	}
+	xml, err := r.domainXML()
+	if err != nil {
+		return err
+	}
+	dom, err := r.conn.DomainDefineXML(xml)
+	if err != nil {
+		return libvirtError("defining the service", err)
+	}
+	dom.Free()
+	return nil
+}
+
+// openService loads a service's config and finds its domain.
+func openService(name string) (*run, error) {
+	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("service %q: %w", name, ErrNoService)
+		}
+		return nil, fmt.Errorf("service %q: %w", name, err)
+	}
+	r, err := newRun(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dom, err := r.conn.LookupDomainByName(name)
+	if err != nil {
+		r.cleanup()
+		return nil, libvirtError(fmt.Sprintf("service %q: its domain", name), err)
+	}
+	r.setDomain(dom)
+	return r, nil
+}
+
+// withService runs f on the named service.
+func withService(name string, f func(*run) error) error {
+	r, err := openService(name)
+	if err != nil {
+		return err
+	}
+	defer r.cleanup()
+	return f(r)
+}
+
+// Start starts a stopped service.
+func Start(name string) error {
+	return withService(name, func(r *run) error {
+		if active, _ := r.dom.IsActive(); active {
+			return fmt.Errorf("service %q is already running", name)
+		}
+		if err := r.dom.Create(); err != nil {
+			return libvirtError(fmt.Sprintf("starting service %q", name), err)
+		}
+		return nil
+	})
+}
+
+// Stop asks the service's program to end, waits up to timeout for the
+// sandbox to stop, then destroys it.
+func Stop(name string, timeout time.Duration) error {
+	return withService(name, func(r *run) error {
+		if active, _ := r.dom.IsActive(); !active {
+			return nil
+		}
+		if err := r.watchStop(); err != nil {
+			return err
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.request = &console.Request{Stop: true}
+			r.io = IO{Stdout: io.Discard, Stderr: io.Discard}
+			r.relay()
+		}()
+		select {
+		case <-r.stopped:
+		case <-time.After(timeout):
+			r.destroy()
+		}
+		return nil
+	})
+}
+
+// Execute runs argv in the running service with the caller's stdio and
+// returns its exit status, as Run does for a one-shot sandbox.
+func Execute(name string, argv []string, tty bool, stdio IO) (int, error) {
+	var status int
+	err := withService(name, func(r *run) error {
+		if active, _ := r.dom.IsActive(); !active {
+			return fmt.Errorf("service %q is not running", name)
+		}
+		r.cfg.TTY = tty
+		r.io = stdio
+		r.request = &console.Request{Exec: argv}
+		st, err := r.relay()
+		status = st.ExitCode()
+		if sig := r.killedBy.Load(); sig != 0 {
+			status = 128 + int(sig)
+		}
+		return err
+	})
+	return status, err
+}
+
+// Connect attaches the caller's terminal to the service program's console
+// until Ctrl-]; the service keeps running.
+func Connect(name string, stdio IO) error {
+	return withService(name, func(r *run) error {
+		if active, _ := r.dom.IsActive(); !active {
+			return fmt.Errorf("service %q is not running", name)
+		}
+		st, err := r.conn.NewStream(0)
+		if err != nil {
+			return libvirtError("opening a stream", err)
+		}
+		defer st.Free()
+		if err := r.drv.openLog(r.dom, st); err != nil {
+			return libvirtError("opening the console", err)
+		}
+		term, err := openTerminal(stdio.Stdin, true)
+		if err != nil {
+			return err
+		}
+		defer term.restore()
+		s := stream{st}
+		go io.Copy(stdio.Stdout, s)
+		go io.Copy(s, term.stdin)
+		<-term.detach
+		return nil
+	})
+}
+
+// Upgrade redefines the service's domain from its saved config, as edited
+// or as this build of the tool makes it. A running service keeps running
+// and gets the new definition when next started.
+func Upgrade(name string) error {
+	return withService(name, func(r *run) error { return r.define() })
+}
+
+// Delete removes a service: domain, config and logs. A running service is
+// refused unless force, which destroys it first.
+func Delete(name string, force bool) error {
+	return withService(name, func(r *run) error {
+		if active, _ := r.dom.IsActive(); active {
+			if !force {
+				return fmt.Errorf("service %q is running: stop it first, or delete --force", name)
+			}
+			r.destroy()
+		}
+		if err := r.dom.Undefine(); err != nil {
+			return libvirtError(fmt.Sprintf("deleting service %q", name), err)
+		}
+		os.RemoveAll(LogDir(name))
+		return os.RemoveAll(serviceDir(name))
+	})
+}
+
+// SetAutostart makes libvirt start the service when it starts, or not.
+func SetAutostart(name string, on bool) error {
+	return withService(name, func(r *run) error {
+		if err := r.dom.SetAutostart(on); err != nil {
+			return libvirtError("autostart", err)
+		}
+		return nil
+	})
+}
+
+// ServiceInfo is what list and status report.
+type ServiceInfo struct {
+	Name      string   `json:"name"`
+	URI       string   `json:"uri"`
+	State     string   `json:"state"`
+	Autostart bool     `json:"autostart"`
+	Command   []string `json:"command"`
+	Restart   string   `json:"restart,omitempty"`
+}
+
+// Status reports one service.
+func Status(name string) (ServiceInfo, error) {
+	var info ServiceInfo
+	err := withService(name, func(r *run) error {
+		info = r.info()
+		return nil
+	})
+	return info, err
+}
+
+func (r *run) info() ServiceInfo {
+	info := ServiceInfo{Name: r.cfg.Name, URI: r.cfg.URI, Command: r.cfg.Command.Argv, State: "stopped"}
+	if r.cfg.Service != nil {
+		info.Restart = r.cfg.Service.Restart
+	}
+	if active, err := r.dom.IsActive(); err == nil && active {
+		info.State = "running"
+	}
+	info.Autostart, _ = r.dom.GetAutostart()
+	return info
+}
+
+// List reports every service, by name.
+func List() ([]ServiceInfo, error) {
+	entries, err := os.ReadDir(ServicesDir())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	var out []ServiceInfo
+	for _, e := range entries {
+		info, err := Status(e.Name())
+		if err != nil {
+			// A service whose domain is gone still shows, with why.
+			info = ServiceInfo{Name: e.Name(), State: "broken: " + err.Error()}
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Logs copies the service's program output to w; with follow it keeps
+// copying what is appended until ctx ends.
+func Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
+	if _, err := os.Stat(serviceDir(name)); err != nil {
+		return fmt.Errorf("service %q: %w", name, ErrNoService)
+	}
+	f, err := os.Open(LogPath(name))
+	if errors.Is(err, os.ErrNotExist) && !follow {
+		return nil
+	}
+	for errors.Is(err, os.ErrNotExist) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		f, err = os.Open(LogPath(name))
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		if _, err := io.Copy(w, f); err != nil {
+			return err
+		}
+		if !follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// ServiceConfig returns a service's saved config.
+func ServiceConfig(name string) (*config.Sandbox, error) {
+	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("service %q: %w", name, ErrNoService)
+	}
+	return cfg, err
+}
+
