@@ -376,4 +376,3 @@ func ServiceConfig(name string) (*config.Sandbox, error) {
 	}
 	return cfg, err
 }
-
