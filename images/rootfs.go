@@ -1,0 +1,358 @@
+package images
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+// RootFS returns the directory holding img flattened, building it on first
+// use. Treat it as read-only: every sandbox of the image shares it. It is
+// built once per digest even by concurrent processes: one builds under an
+// exclusive flock (rootfs/<hex>.build) into a temporary directory and
+// renames it into place; the others wait and use it. RootFS then keeps a
+// shared flock (rootfs/<hex>.lock) until Close, so that Prune in any
+// process leaves a root in use alone.
+func (s *Store) RootFS(img *Image) (string, error) {
+	if img == nil {
+		return "", errors.New("rootfs: no image")
+	}
+	dir, err := s.rootFS(img)
+	if err != nil {
+		return "", fmt.Errorf("rootfs of %s: %w", img.Ref, oneLine(err))
+	}
+	return dir, nil
+}
+
+func (s *Store) rootFS(img *Image) (string, error) {
+	if err := validDigest(img.Digest); err != nil {
+		return "", err
+	}
+	hexd := strings.TrimPrefix(img.Digest, "sha256:")
+	dir := filepath.Join(s.Dir, "rootfs", hexd)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held[hexd] != nil && isDir(dir) {
+		return dir, nil
+	}
+
+	// The store lock, shared, keeps Prune from deleting the blobs while
+	// we read them and from deleting the lock file we are about to lock.
+	unlock, err := s.lock(unix.LOCK_SH)
+	if err != nil {
+		return "", err
+	}
+	defer unlock.Close()
+	// The use lock, held shared until Close, tells Prune the root is in
+	// use. Nobody holds it exclusively but Prune, under the store lock.
+	lf, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return "", err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			lf.Close()
+		}
+	}()
+	if err := flock(lf, unix.LOCK_SH); err != nil {
+		return "", err
+	}
+	if !isDir(dir) {
+		// The build lock is separate, so that waiting to build never
+		// waits for a user of the root to finish.
+		bf, err := os.OpenFile(dir+".build", os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return "", err
+		}
+		defer bf.Close()
+		if err := flock(bf, unix.LOCK_EX); err != nil {
+			return "", err
+		}
+		// Whoever had the lock before us may have built it.
+		if !isDir(dir) {
+			if err := s.build(img, dir); err != nil {
+				return "", err
+			}
+		}
+	}
+	if old := s.held[hexd]; old != nil {
+		old.Close()
+	}
+	s.held[hexd] = lf
+	keep = true
+	return dir, nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+// build flattens img's layers into a temporary directory and renames it
+// to dir, so that dir, once there, is complete.
+func (s *Store) build(img *Image, dir string) error {
+	mf, err := os.Open(s.blobPath(img.Digest))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("manifest %s: %w", img.Digest, ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	m, err := v1.ParseManifest(mf)
+	mf.Close()
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", img.Digest, err)
+	}
+	cf, err := s.readConfig(m.Config.Digest.String())
+	if err != nil {
+		return err
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return fmt.Errorf("manifest %s has %d layers, its config %d", img.Digest, len(m.Layers), len(cf.RootFS.DiffIDs))
+	}
+
+	tmp, err := os.MkdirTemp(filepath.Join(s.Dir, "tmp"), "rootfs-")
+	if err != nil {
+		return err
+	}
+	defer removeTree(tmp)
+	// MkdirTemp makes 0700; a root must be searchable by everyone in the
+	// sandbox (a layer's "./" entry may still say otherwise).
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	a, err := newApplier(tmp)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	for i, l := range m.Layers {
+		if err := s.applyLayer(a, l.Digest.String(), cf.RootFS.DiffIDs[i].String()); err != nil {
+			return fmt.Errorf("layer %s: %w", l.Digest, err)
+		}
+	}
+	if err := a.finish(); err != nil {
+		return err
+	}
+	// The root must be on disk before its name is, or a crash could
+	// leave a complete-looking but empty root.
+	if err := syncFS(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
+}
+
+// applyLayer applies blob digest, checking on the way that it decompresses
+// to diffID as the image config says: a blob damaged on disk since it was
+// verified must not become a root silently.
+func (s *Store) applyLayer(a *applier, digest, diffID string) error {
+	f, err := os.Open(s.blobPath(digest))
+	if errors.Is(err, os.ErrNotExist) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rc, _, err := decompress(f)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if err := a.apply(io.TeeReader(rc, h)); err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+		return fmt.Errorf("diff ID mismatch (got %s, want %s)", got, diffID)
+	}
+	return nil
+}
+
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// Prune removes the blobs and roots that no reference uses, and leftovers
+// of interrupted operations, and returns how many bytes it freed. It waits
+// for running pulls, loads and root builds, and skips roots that RootFS
+// handed out and whose Store is not closed yet, in any process.
+func (s *Store) Prune() (int64, error) {
+	freed, err := s.prune()
+	if err != nil {
+		return freed, fmt.Errorf("prune %s: %w", s.Dir, oneLine(err))
+	}
+	return freed, nil
+}
+
+func (s *Store) prune() (int64, error) {
+	unlock, err := s.lock(unix.LOCK_EX)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock.Close()
+	imgs, err := s.List()
+	if err != nil {
+		return 0, err
+	}
+	used := map[string]bool{} // blob hex
+	roots := map[string]bool{}
+	for _, img := range imgs {
+		h := strings.TrimPrefix(img.Digest, "sha256:")
+		used[h], roots[h] = true, true
+		// A manifest that is missing or damaged marks nothing more: its
+		// image cannot be used anyway.
+		f, err := os.Open(s.blobPath(img.Digest))
+		if err != nil {
+			continue
+		}
+		m, err := v1.ParseManifest(f)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		used[m.Config.Digest.Hex] = true
+		for _, l := range m.Layers {
+			used[l.Digest.Hex] = true
+		}
+	}
+
+	var freed int64
+	blobs := filepath.Join(s.Dir, "blobs", "sha256")
+	ents, err := os.ReadDir(blobs)
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		if used[e.Name()] {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		if err := os.Remove(filepath.Join(blobs, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return freed, err
+		}
+		freed += fi.Size()
+	}
+
+	rootDir := filepath.Join(s.Dir, "rootfs")
+	ents, err = os.ReadDir(rootDir)
+	if err != nil {
+		return freed, err
+	}
+	seen := map[string]bool{}
+	for _, e := range ents {
+		h, _, _ := strings.Cut(e.Name(), ".")
+		if roots[h] || seen[h] || validDigest("sha256:"+h) != nil {
+			continue
+		}
+		seen[h] = true
+		n, err := s.pruneRoot(filepath.Join(rootDir, h))
+		freed += n
+		if err != nil {
+			return freed, err
+		}
+	}
+
+	// Whatever is in tmp belongs to an operation that died: the others
+	// hold the store lock we hold exclusively.
+	ents, err = os.ReadDir(filepath.Join(s.Dir, "tmp"))
+	if err != nil {
+		return freed, err
+	}
+	for _, e := range ents {
+		p := filepath.Join(s.Dir, "tmp", e.Name())
+		n := treeSize(p)
+		if err := removeTree(p); err != nil {
+			return freed, err
+		}
+		freed += n
+	}
+	return freed, nil
+}
+
+// pruneRoot removes root dir and its lock file unless someone holds the
+// lock.
+func (s *Store) pruneRoot(dir string) (int64, error) {
+	lf, err := os.OpenFile(dir+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return 0, nil // in use
+	}
+	n := treeSize(dir)
+	if err := removeTree(dir); err != nil {
+		return 0, err
+	}
+	// Safe to delete while locked: anyone who would open them holds the
+	// store lock, which we hold exclusively.
+	for _, f := range []string{dir + ".lock", dir + ".build"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// treeSize adds up the sizes of the regular files under p, each inode once.
+func treeSize(p string) int64 {
+	var n int64
+	seen := map[[2]uint64]bool{}
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			k := [2]uint64{uint64(st.Dev), st.Ino}
+			if seen[k] {
+				return nil
+			}
+			seen[k] = true
+		}
+		n += fi.Size()
+		return nil
+	})
+	return n
+}
+
+// removeTree removes p even where a root's directories deny us writing
+// (0555 /proc, 0500 dirs of a non-root store): it grants itself access to
+// each directory on the way down. It never follows symlinks.
+func removeTree(p string) error {
+	err := os.RemoveAll(p)
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if d != nil && d.IsDir() {
+			os.Chmod(q, 0o700)
+		}
+		return nil
+	})
+	return os.RemoveAll(p)
+}
