@@ -1,0 +1,368 @@
+// Command virt-sandbox-image runs Docker and OCI images through libvirt, with
+// no Docker or podman: it pulls or loads them into a local store and runs
+// them in LXC or QEMU sandboxes with their entrypoint, environment, working
+// directory and user.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/virt-sandbox/virt-sandbox/cmd/internal/options"
+	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/images"
+	"github.com/virt-sandbox/virt-sandbox/sandbox"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// pullFlags are the registry options of pull and run.
+func pullFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default this host's)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "allow a plain-http registry"},
+	}
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	status := 0
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	store := func() (*images.Store, error) { return images.Open(images.DefaultDir()) }
+	ref := func(c *cli.Context) (string, error) {
+		if c.NArg() < 1 {
+			return "", fmt.Errorf("%w: no image given", config.ErrInvalid)
+		}
+		return c.Args().First(), nil
+	}
+	app := &cli.App{
+		Name:                      "virt-sandbox-image",
+		Usage:                     "run Docker/OCI images in libvirt sandboxes, without Docker",
+		Version:                   version,
+		Reader:                    stdin,
+		Writer:                    stdout,
+		ErrWriter:                 stderr,
+		HideHelpCommand:           true,
+		DisableSliceFlagSeparator: true,
+		UseShortOptionHandling:    true,
+		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return err },
+		Commands: []*cli.Command{
+			{
+				Name:      "pull",
+				Usage:     "pull an image from a registry (registry/repo:tag or @digest; Docker Hub and library/ by default)",
+				ArgsUsage: "REF",
+				Flags:     pullFlags(),
+				Action: func(c *cli.Context) error {
+					r, err := ref(c)
+					if err != nil {
+						return err
+					}
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+					return nil
+				},
+			},
+			{
+				Name:      "load",
+				Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball",
+				ArgsUsage: "FILE",
+				Action: func(c *cli.Context) error {
+					f, err := ref(c)
+					if err != nil {
+						return err
+					}
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					imgs, err := s.Load(ctx, f)
+					if err != nil {
+						return err
+					}
+					for _, img := range imgs {
+						fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+					}
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list the images in the store",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+				Action: func(c *cli.Context) error {
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					list, err := s.List()
+					if err != nil {
+						return err
+					}
+					if c.Bool("json") {
+						if list == nil {
+							list = []*images.Image{}
+						}
+						return writeJSON(stdout, list)
+					}
+					tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
+					for _, img := range list {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, short(img.Digest), img.Platform, size(img.Size), img.Created.Format(time.DateOnly))
+					}
+					return tw.Flush()
+				},
+			},
+			{
+				Name:      "inspect",
+				Usage:     "show an image's record and config as JSON",
+				ArgsUsage: "REF",
+				Action: func(c *cli.Context) error {
+					r, err := ref(c)
+					if err != nil {
+						return err
+					}
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					img, err := s.Get(r)
+					if err != nil {
+						return err
+					}
+					return writeJSON(stdout, img)
+				},
+			},
+			{
+				Name:      "rm",
+				Usage:     "remove an image's reference (prune frees its content)",
+				ArgsUsage: "REF",
+				Action: func(c *cli.Context) error {
+					r, err := ref(c)
+					if err != nil {
+						return err
+					}
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					return s.Remove(r)
+				},
+			},
+			{
+				Name:  "prune",
+				Usage: "free the content no image references",
+				Action: func(c *cli.Context) error {
+					s, err := store()
+					if err != nil {
+						return err
+					}
+					defer s.Close()
+					freed, err := s.Prune()
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "freed %s\n", size(freed))
+					return nil
+				},
+			},
+			{
+				Name:      "run",
+				Usage:     "run an image (pulled first if it is not in the store) in a sandbox",
+				ArgsUsage: "[virt-sandbox options] REF [-- COMMAND [ARGS...]]",
+				Flags:     append(options.Flags(), pullFlags()...),
+				Action: func(c *cli.Context) error {
+					var err error
+					status, err = runImage(ctx, c, store, stdin, stdout, stderr)
+					return err
+				},
+			},
+		},
+	}
+	err := app.Run(args)
+	if err == nil {
+		return status
+	}
+	var failed *console.Failed
+	if errors.As(err, &failed) {
+		fmt.Fprintf(stderr, "virt-sandbox-image: %s\n", failed.Message)
+		return failed.Status
+	}
+	fmt.Fprintf(stderr, "virt-sandbox-image: %v\n", err)
+	if errors.Is(err, sandbox.ErrTimeout) {
+		return 124
+	}
+	return 125
+}
+
+// runImage runs the image on a per-run writable layer over its flattened
+// root, as the image's config says unless the command line says otherwise.
+func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, error), stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	args := c.Args().Slice()
+	if len(args) == 0 {
+		return 0, fmt.Errorf("%w: no image given", config.ErrInvalid)
+	}
+	ref, argv := args[0], args[1:]
+	if len(argv) > 0 && argv[0] == "--" {
+		argv = argv[1:]
+	}
+	s, err := store()
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	img, err := s.Get(ref)
+	if errors.Is(err, images.ErrNotFound) {
+		img, err = s.Pull(ctx, ref, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
+	}
+	if err != nil {
+		return 0, err
+	}
+	root, err := s.RootFS(img)
+	if err != nil {
+		return 0, err
+	}
+	// The sandbox mounts on these; images need not have them all.
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	cmdline := append(append([]string(nil), img.Config.Entrypoint...), img.Config.Cmd...)
+	if len(argv) > 0 {
+		cmdline = append(append([]string(nil), img.Config.Entrypoint...), argv...)
+	}
+	if len(cmdline) == 0 {
+		return 0, fmt.Errorf("%w: image %s has no entrypoint or command, and none was given", config.ErrInvalid, img.Ref)
+	}
+	cfg, err := options.Config(c, cmdline)
+	if err != nil {
+		return 0, err
+	}
+	if c.String("root") != "" {
+		return 0, fmt.Errorf("%w: -r: the image is the root", config.ErrInvalid)
+	}
+	cfg.Root = root
+	cfg.WritableRoot = true
+	applyImageConfig(cfg, img.Config, c)
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH)
+	defer signal.Stop(signals)
+	return sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+}
+
+// applyImageConfig sets the environment, working directory and user the
+// image asks for; -e, -p and -S on the command line win.
+func applyImageConfig(cfg *config.Sandbox, ic images.Config, c *cli.Context) {
+	env := append([]string(nil), ic.Env...)
+	for _, kv := range cfg.Command.Env {
+		// The launcher's default PATH yields to the image's.
+		if kv == "PATH="+options.DefaultPath && hasKey(ic.Env, "PATH") {
+			continue
+		}
+		env = setKey(env, kv)
+	}
+	cfg.Command.Env = env
+	cfg.Command.Dir = ic.WorkingDir
+	if cfg.Command.Dir == "" {
+		cfg.Command.Dir = "/"
+	}
+	if c.Bool("privileged") || c.String("switch-user") != "" {
+		return
+	}
+	// As container runtimes do: the image's user, else root (without
+	// capabilities here unless -p).
+	cfg.Identity = config.Identity{User: "root", Home: "/root"}
+	if ic.User != "" {
+		cfg.Identity = imageUser(ic.User)
+	}
+}
+
+// imageUser turns the image's USER (name, uid, uid:gid or name:group) into
+// an identity; names are looked up in the image's own /etc/passwd.
+func imageUser(u string) config.Identity {
+	user, group, _ := strings.Cut(u, ":")
+	var uid, gid int
+	if _, err := fmt.Sscan(user, &uid); err != nil {
+		return config.Identity{User: user, ByName: true}
+	}
+	gid = uid
+	if group != "" {
+		fmt.Sscan(group, &gid)
+	}
+	return config.Identity{UID: uid, GID: gid, User: user, Home: "/"}
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+func setKey(env []string, kv string) []string {
+	key, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func short(digest string) string {
+	if _, hex, ok := strings.Cut(digest, ":"); ok && len(hex) > 12 {
+		return hex[:12]
+	}
+	return digest
+}
+
+func size(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
