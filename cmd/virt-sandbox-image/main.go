@@ -24,7 +24,6 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/images"
 	"github.com/virt-sandbox/virt-sandbox/sandbox"
-	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
 var version = "dev"
@@ -52,175 +51,154 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return c.Args().First(), nil
 	}
-	app := &cli.App{
-		Name:                      "virt-sandbox-image",
-		Usage:                     "run Docker/OCI images in libvirt sandboxes, without Docker",
-		Version:                   version,
-		Reader:                    stdin,
-		Writer:                    stdout,
-		ErrWriter:                 stderr,
-		HideHelpCommand:           true,
-		DisableSliceFlagSeparator: true,
-		UseShortOptionHandling:    true,
-		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return err },
-		Commands: []*cli.Command{
-			{
-				Name:      "pull",
-				Usage:     "pull an image from a registry (registry/repo:tag or @digest; Docker Hub and library/ by default)",
-				ArgsUsage: "REF",
-				Flags:     pullFlags(),
-				Action: func(c *cli.Context) error {
-					r, err := ref(c)
-					if err != nil {
-						return err
-					}
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-					return nil
-				},
-			},
-			{
-				Name:      "load",
-				Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball",
-				ArgsUsage: "FILE",
-				Action: func(c *cli.Context) error {
-					f, err := ref(c)
-					if err != nil {
-						return err
-					}
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					imgs, err := s.Load(ctx, f)
-					if err != nil {
-						return err
-					}
-					for _, img := range imgs {
-						fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-					}
-					return nil
-				},
-			},
-			{
-				Name:  "list",
-				Usage: "list the images in the store",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
-				Action: func(c *cli.Context) error {
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					list, err := s.List()
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						if list == nil {
-							list = []*images.Image{}
-						}
-						return writeJSON(stdout, list)
-					}
-					tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
-					for _, img := range list {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, short(img.Digest), img.Platform, size(img.Size), img.Created.Format(time.DateOnly))
-					}
-					return tw.Flush()
-				},
-			},
-			{
-				Name:      "inspect",
-				Usage:     "show an image's record and config as JSON",
-				ArgsUsage: "REF",
-				Action: func(c *cli.Context) error {
-					r, err := ref(c)
-					if err != nil {
-						return err
-					}
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					img, err := s.Get(r)
-					if err != nil {
-						return err
-					}
-					return writeJSON(stdout, img)
-				},
-			},
-			{
-				Name:      "rm",
-				Usage:     "remove an image's reference (prune frees its content)",
-				ArgsUsage: "REF",
-				Action: func(c *cli.Context) error {
-					r, err := ref(c)
-					if err != nil {
-						return err
-					}
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					return s.Remove(r)
-				},
-			},
-			{
-				Name:  "prune",
-				Usage: "free the content no image references",
-				Action: func(c *cli.Context) error {
-					s, err := store()
-					if err != nil {
-						return err
-					}
-					defer s.Close()
-					freed, err := s.Prune()
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(stdout, "freed %s\n", size(freed))
-					return nil
-				},
-			},
-			{
-				Name:      "run",
-				Usage:     "run an image (pulled first if it is not in the store) in a sandbox",
-				ArgsUsage: "[virt-sandbox options] REF [-- COMMAND [ARGS...]]",
-				Flags:     append(options.Flags(), pullFlags()...),
-				Action: func(c *cli.Context) error {
-					var err error
-					status, err = runImage(ctx, c, store, stdin, stdout, stderr)
+	app := options.NewApp("virt-sandbox-image", "run Docker/OCI images in libvirt sandboxes, without Docker", version, stdin, stdout, stderr)
+	app.Commands = []*cli.Command{
+		{
+			Name:      "pull",
+			Usage:     "pull an image from a registry (registry/repo:tag or @digest; Docker Hub and library/ by default)",
+			ArgsUsage: "REF",
+			Flags:     pullFlags(),
+			Action: func(c *cli.Context) error {
+				r, err := ref(c)
+				if err != nil {
 					return err
-				},
+				}
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+				return nil
+			},
+		},
+		{
+			Name:      "load",
+			Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball",
+			ArgsUsage: "FILE",
+			Action: func(c *cli.Context) error {
+				f, err := ref(c)
+				if err != nil {
+					return err
+				}
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				imgs, err := s.Load(ctx, f)
+				if err != nil {
+					return err
+				}
+				for _, img := range imgs {
+					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+				}
+				return nil
+			},
+		},
+		{
+			Name:  "list",
+			Usage: "list the images in the store",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Action: func(c *cli.Context) error {
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				list, err := s.List()
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					if list == nil {
+						list = []*images.Image{}
+					}
+					return writeJSON(stdout, list)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
+				for _, img := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, short(img.Digest), img.Platform, size(img.Size), img.Created.Format(time.DateOnly))
+				}
+				return tw.Flush()
+			},
+		},
+		{
+			Name:      "inspect",
+			Usage:     "show an image's record and config as JSON",
+			ArgsUsage: "REF",
+			Action: func(c *cli.Context) error {
+				r, err := ref(c)
+				if err != nil {
+					return err
+				}
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				img, err := s.Get(r)
+				if err != nil {
+					return err
+				}
+				return writeJSON(stdout, img)
+			},
+		},
+		{
+			Name:      "rm",
+			Usage:     "remove an image's reference (prune frees its content)",
+			ArgsUsage: "REF",
+			Action: func(c *cli.Context) error {
+				r, err := ref(c)
+				if err != nil {
+					return err
+				}
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				return s.Remove(r)
+			},
+		},
+		{
+			Name:  "prune",
+			Usage: "free the content no image references",
+			Action: func(c *cli.Context) error {
+				s, err := store()
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				freed, err := s.Prune()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(stdout, "freed %s\n", size(freed))
+				return nil
+			},
+		},
+		{
+			Name:      "run",
+			Usage:     "run an image (pulled first if it is not in the store) in a sandbox",
+			ArgsUsage: "[virt-sandbox options] REF [-- COMMAND [ARGS...]]",
+			Flags:     append(options.Flags(), pullFlags()...),
+			Action: func(c *cli.Context) error {
+				var err error
+				status, err = runImage(ctx, c, store, stdin, stdout, stderr)
+				return err
 			},
 		},
 	}
-	err := app.Run(args)
-	if err == nil {
-		return status
+	if err := app.Run(args); err != nil {
+		return options.ExitStatus("virt-sandbox-image", err, stderr)
 	}
-	var failed *console.Failed
-	if errors.As(err, &failed) {
-		fmt.Fprintf(stderr, "virt-sandbox-image: %s\n", failed.Message)
-		return failed.Status
-	}
-	fmt.Fprintf(stderr, "virt-sandbox-image: %v\n", err)
-	if errors.Is(err, sandbox.ErrTimeout) {
-		return 124
-	}
-	return 125
+	return status
 }
 
 // runImage runs the image on a per-run writable layer over its flattened
@@ -274,9 +252,8 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	if err := cfg.Validate(); err != nil {
 		return 0, err
 	}
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH)
-	defer signal.Stop(signals)
+	signals, stopSignals := options.Signals()
+	defer stopSignals()
 	return sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
 }
 
@@ -286,10 +263,10 @@ func applyImageConfig(cfg *config.Sandbox, ic images.Config, c *cli.Context) {
 	env := append([]string(nil), ic.Env...)
 	for _, kv := range cfg.Command.Env {
 		// The launcher's default PATH yields to the image's.
-		if kv == "PATH="+options.DefaultPath && hasKey(ic.Env, "PATH") {
+		if kv == "PATH="+options.DefaultPath && options.HasEnv(ic.Env, "PATH") {
 			continue
 		}
-		env = setKey(env, kv)
+		env = options.SetEnv(env, kv)
 	}
 	cfg.Command.Env = env
 	cfg.Command.Dir = ic.WorkingDir
@@ -320,26 +297,6 @@ func imageUser(u string) config.Identity {
 		fmt.Sscan(group, &gid)
 	}
 	return config.Identity{UID: uid, GID: gid, User: user, Home: "/"}
-}
-
-func hasKey(env []string, key string) bool {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, key+"=") {
-			return true
-		}
-	}
-	return false
-}
-
-func setKey(env []string, kv string) []string {
-	key, _, _ := strings.Cut(kv, "=")
-	for i, e := range env {
-		if strings.HasPrefix(e, key+"=") {
-			env[i] = kv
-			return env
-		}
-	}
-	return append(env, kv)
 }
 
 func writeJSON(w io.Writer, v any) error {

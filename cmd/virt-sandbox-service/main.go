@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +23,6 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/cmd/internal/options"
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/sandbox"
-	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
 var version = "dev"
@@ -55,192 +53,173 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	cmd := func(c *cli.Command, name string) *cli.Command { c.Name = name; return c }
-	app := &cli.App{
-		Name:                      "virt-sandbox-service",
-		Usage:                     "keep sandboxes running as services (LXC or QEMU)",
-		Version:                   version,
-		Reader:                    stdin,
-		Writer:                    stdout,
-		ErrWriter:                 stderr,
-		HideHelpCommand:           true,
-		DisableSliceFlagSeparator: true,
-		UseShortOptionHandling:    true,
-		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return err },
-		Commands: []*cli.Command{
-			{
-				Name:      "create",
-				Usage:     "save a new service and define its domain",
-				ArgsUsage: "NAME [virt-sandbox options] -- COMMAND [ARGS...]",
-				Flags: append(options.Flags(), &cli.StringFlag{
-					Name:  "restart",
-					Value: "no",
-					Usage: "`POLICY`: no, or on-failure[:N] to restart a program that fails, with back-off, at most N times (default 5)",
-				}),
-				Action: func(c *cli.Context) error {
-					args := c.Args().Slice()
-					if len(args) < 1 {
-						return fmt.Errorf("%w: no service name given", config.ErrInvalid)
-					}
-					cfg, err := options.Config(c, args[1:])
-					if err != nil {
-						return err
-					}
-					cfg.Name = args[0]
-					cfg.TTY = false
-					if cfg.Service, err = restartPolicy(c.String("restart")); err != nil {
-						return err
-					}
-					return sandbox.Create(cfg)
-				},
-			},
-			cmd(simple("start a service", sandbox.Start), "start"),
-			{
-				Name:      "stop",
-				Usage:     "ask the service's program to end; destroy the sandbox if it has not within the timeout",
-				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait"}},
-				Action: func(c *cli.Context) error {
-					n, err := name(c)
-					if err != nil {
-						return err
-					}
-					return sandbox.Stop(n, c.Duration("timeout"))
-				},
-			},
-			cmd(simple("stop, then start a service", func(n string) error {
-				if err := sandbox.Stop(n, 10*time.Second); err != nil {
-					return err
+	app := options.NewApp("virt-sandbox-service", "keep sandboxes running as services (LXC or QEMU)", version, stdin, stdout, stderr)
+	app.Commands = []*cli.Command{
+		{
+			Name:      "create",
+			Usage:     "save a new service and define its domain",
+			ArgsUsage: "NAME [virt-sandbox options] -- COMMAND [ARGS...]",
+			Flags: append(options.Flags(), &cli.StringFlag{
+				Name:  "restart",
+				Value: "no",
+				Usage: "`POLICY`: no, or on-failure[:N] to restart a program that fails, with back-off, at most N times (default 5)",
+			}),
+			Action: func(c *cli.Context) error {
+				args := c.Args().Slice()
+				if len(args) < 1 {
+					return fmt.Errorf("%w: no service name given", config.ErrInvalid)
 				}
-				return sandbox.Start(n)
-			}), "restart"),
-			cmd(simple("show whether a service runs", func(n string) error {
-				info, err := sandbox.Status(n)
+				cfg, err := options.Config(c, args[1:])
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "%s: %s\n", info.Name, info.State)
-				return nil
-			}), "status"),
-			{
-				Name:  "list",
-				Usage: "list the services",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
-				Action: func(c *cli.Context) error {
-					list, err := sandbox.List()
-					if err != nil {
-						return err
-					}
-					if c.Bool("json") {
-						if list == nil {
-							list = []sandbox.ServiceInfo{}
-						}
-						enc := json.NewEncoder(stdout)
-						enc.SetIndent("", "  ")
-						return enc.Encode(list)
-					}
-					tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "NAME\tSTATE\tURI\tAUTOSTART\tRESTART\tCOMMAND")
-					for _, s := range list {
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", s.Name, s.State, s.URI, s.Autostart, s.Restart, strings.Join(s.Command, " "))
-					}
-					return tw.Flush()
-				},
-			},
-			{
-				Name:      "logs",
-				Usage:     "print the program's output, kept across restarts",
-				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what is appended"}},
-				Action: func(c *cli.Context) error {
-					n, err := name(c)
-					if err != nil {
-						return err
-					}
-					ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-					defer stop()
-					return sandbox.Logs(ctx, n, c.Bool("follow"), stdout)
-				},
-			},
-			cmd(simple("attach to the program's console; Ctrl-] detaches and the service keeps running", func(n string) error {
-				fmt.Fprintf(stderr, "connected to %s (Ctrl-] detaches)\r\n", n)
-				return sandbox.Connect(n, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
-			}), "connect"),
-			{
-				Name:      "execute",
-				Usage:     "run another command inside a running service, with its own stdio and exit status",
-				ArgsUsage: "NAME -- COMMAND [ARGS...]",
-				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "force a terminal"},
-					&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "force pipes"},
-				},
-				Action: func(c *cli.Context) error {
-					args := c.Args().Slice()
-					if len(args) > 1 && args[1] == "--" {
-						args = append(args[:1], args[2:]...)
-					}
-					if len(args) < 2 {
-						return fmt.Errorf("%w: want NAME -- COMMAND", config.ErrInvalid)
-					}
-					tty := c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
-					signals := make(chan os.Signal, 4)
-					signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH)
-					defer signal.Stop(signals)
-					var err error
-					status, err = sandbox.Execute(args[0], args[1:], tty, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+				cfg.Name = args[0]
+				cfg.TTY = false
+				if cfg.Service, err = restartPolicy(c.String("restart")); err != nil {
 					return err
-				},
+				}
+				return sandbox.Create(cfg)
 			},
-			cmd(simple("rebuild the service's domain from its saved config", sandbox.Upgrade), "upgrade"),
-			{
-				Name:      "delete",
-				Usage:     "remove a service: domain, config and logs",
-				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also when it runs (it is destroyed)"}},
-				Action: func(c *cli.Context) error {
-					n, err := name(c)
-					if err != nil {
-						return err
-					}
-					return sandbox.Delete(n, c.Bool("force"))
-				},
+		},
+		cmd(simple("start a service", sandbox.Start), "start"),
+		{
+			Name:      "stop",
+			Usage:     "ask the service's program to end; destroy the sandbox if it has not within the timeout",
+			ArgsUsage: "NAME",
+			Flags:     []cli.Flag{&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait"}},
+			Action: func(c *cli.Context) error {
+				n, err := name(c)
+				if err != nil {
+					return err
+				}
+				return sandbox.Stop(n, c.Duration("timeout"))
 			},
-			{
-				Name:      "autostart",
-				Usage:     "start the service with libvirt, or not",
-				ArgsUsage: "NAME on|off",
-				Action: func(c *cli.Context) error {
-					if c.NArg() != 2 || (c.Args().Get(1) != "on" && c.Args().Get(1) != "off") {
-						return fmt.Errorf("%w: want NAME on|off", config.ErrInvalid)
+		},
+		cmd(simple("stop, then start a service", func(n string) error {
+			if err := sandbox.Stop(n, 10*time.Second); err != nil {
+				return err
+			}
+			return sandbox.Start(n)
+		}), "restart"),
+		cmd(simple("show whether a service runs", func(n string) error {
+			info, err := sandbox.Status(n)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: %s\n", info.Name, info.State)
+			return nil
+		}), "status"),
+		{
+			Name:  "list",
+			Usage: "list the services",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Action: func(c *cli.Context) error {
+				list, err := sandbox.List()
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					if list == nil {
+						list = []sandbox.ServiceInfo{}
 					}
-					return sandbox.SetAutostart(c.Args().First(), c.Args().Get(1) == "on")
-				},
+					enc := json.NewEncoder(stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(list)
+				}
+				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE\tURI\tAUTOSTART\tRESTART\tCOMMAND")
+				for _, s := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", s.Name, s.State, s.URI, s.Autostart, s.Restart, strings.Join(s.Command, " "))
+				}
+				return tw.Flush()
 			},
-			{
-				Name:      "systemd-unit",
-				Usage:     "print a systemd unit that starts and stops the service, or install it",
-				ArgsUsage: "NAME",
-				Flags:     []cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system"}},
-				Action: func(c *cli.Context) error {
-					n, err := name(c)
-					if err != nil {
-						return err
-					}
-					return systemdUnit(n, c.Bool("install"), stdout)
-				},
+		},
+		{
+			Name:      "logs",
+			Usage:     "print the program's output, kept across restarts",
+			ArgsUsage: "NAME",
+			Flags:     []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what is appended"}},
+			Action: func(c *cli.Context) error {
+				n, err := name(c)
+				if err != nil {
+					return err
+				}
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return sandbox.Logs(ctx, n, c.Bool("follow"), stdout)
+			},
+		},
+		cmd(simple("attach to the program's console; Ctrl-] detaches and the service keeps running", func(n string) error {
+			fmt.Fprintf(stderr, "connected to %s (Ctrl-] detaches)\r\n", n)
+			return sandbox.Connect(n, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
+		}), "connect"),
+		{
+			Name:      "execute",
+			Usage:     "run another command inside a running service, with its own stdio and exit status",
+			ArgsUsage: "NAME -- COMMAND [ARGS...]",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "force a terminal"},
+				&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "force pipes"},
+			},
+			Action: func(c *cli.Context) error {
+				args := c.Args().Slice()
+				if len(args) > 1 && args[1] == "--" {
+					args = append(args[:1], args[2:]...)
+				}
+				if len(args) < 2 {
+					return fmt.Errorf("%w: want NAME -- COMMAND", config.ErrInvalid)
+				}
+				tty := c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
+				signals, stop := options.Signals()
+				defer stop()
+				var err error
+				status, err = sandbox.Execute(args[0], args[1:], tty, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+				return err
+			},
+		},
+		cmd(simple("rebuild the service's domain from its saved config", sandbox.Upgrade), "upgrade"),
+		{
+			Name:      "delete",
+			Usage:     "remove a service: domain, config and logs",
+			ArgsUsage: "NAME",
+			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also when it runs (it is destroyed)"}},
+			Action: func(c *cli.Context) error {
+				n, err := name(c)
+				if err != nil {
+					return err
+				}
+				return sandbox.Delete(n, c.Bool("force"))
+			},
+		},
+		{
+			Name:      "autostart",
+			Usage:     "start the service with libvirt, or not",
+			ArgsUsage: "NAME on|off",
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 2 || (c.Args().Get(1) != "on" && c.Args().Get(1) != "off") {
+					return fmt.Errorf("%w: want NAME on|off", config.ErrInvalid)
+				}
+				return sandbox.SetAutostart(c.Args().First(), c.Args().Get(1) == "on")
+			},
+		},
+		{
+			Name:      "systemd-unit",
+			Usage:     "print a systemd unit that starts and stops the service, or install it",
+			ArgsUsage: "NAME",
+			Flags:     []cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system"}},
+			Action: func(c *cli.Context) error {
+				n, err := name(c)
+				if err != nil {
+					return err
+				}
+				return systemdUnit(n, c.Bool("install"), stdout)
 			},
 		},
 	}
-	err := app.Run(nameAfterOptions(args))
-	if err == nil {
-		return status
+	if err := app.Run(nameAfterOptions(args)); err != nil {
+		return options.ExitStatus("virt-sandbox-service", err, stderr)
 	}
-	var failed *console.Failed
-	if errors.As(err, &failed) {
-		fmt.Fprintf(stderr, "virt-sandbox-service: %s\n", failed.Message)
-		return failed.Status
-	}
-	fmt.Fprintf(stderr, "virt-sandbox-service: %v\n", err)
-	return 125
+	return status
 }
 
 // nameAfterOptions turns "create NAME [options] -- COMMAND" into

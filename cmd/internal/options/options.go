@@ -88,7 +88,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 			return nil, err
 		}
 		for _, kv := range passed {
-			s.Command.Env = setEnv(s.Command.Env, kv)
+			s.Command.Env = SetEnv(s.Command.Env, kv)
 		}
 	}
 	for _, e := range c.StringSlice("env") {
@@ -96,7 +96,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.Command.Env = setEnv(s.Command.Env, kv)
+		s.Command.Env = SetEnv(s.Command.Env, kv)
 	}
 	if err := files(c, s); err != nil {
 		return nil, err
@@ -269,8 +269,18 @@ func hiddenProgramDir(s *config.Sandbox) (string, bool) {
 	return dir, true
 }
 
-// setEnv sets kv in env, replacing an entry of the same key.
-func setEnv(env []string, kv string) []string {
+// HasEnv tells whether env sets key.
+func HasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// SetEnv sets kv in env, replacing an entry of the same key.
+func SetEnv(env []string, kv string) []string {
 	key, _, _ := strings.Cut(kv, "=")
 	for i, e := range env {
 		if strings.HasPrefix(e, key+"=") {
