@@ -16,6 +16,11 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/sandbox/kvm"
 )
 
+// fastBoot are kernel arguments that skip what a sandbox never needs and
+// costs most under TCG: TSC and timer checks, PS/2 probing, spare serial
+// ports, crypto self-tests. Measured here: 5.2 s to 4.9 s for /bin/true.
+var fastBoot = []string{"tsc=reliable", "no_timer_check", "i8042.noaux", "i8042.nokbd", "i8042.nopnp", "8250.nr_uarts=1", "cryptomgr.notests"}
+
 // qemuDriver runs sandboxes as QEMU machines booting the host's kernel with
 // our init as PID 1.
 type qemuDriver struct{}
@@ -140,7 +145,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		mem = DefaultMemoryMiB
 	}
 	d := baseDomain(cfg, virtType, mem)
-	cmdline := []string{"console=ttyS0", "panic=-1", "rdinit=/init"}
+	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init"}, fastBoot...)
 	if cfg.Debug {
 		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
 	} else {
