@@ -55,6 +55,21 @@ var fsModules = map[string][]string{
 	"squashfs": {"squashfs"},
 }
 
+// serialConsole is the machine's log console, always kept in logPath. It
+// is a pty, which -d follows live, only when debugging or for a service
+// (connect): QEMU stalls a guest writing to a pty nobody has open.
+func serialConsole(cfg *config.Sandbox, logPath string) libvirtxml.DomainSerial {
+	if cfg.Debug || cfg.Service != nil {
+		return libvirtxml.DomainSerial{
+			Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+			Log:    &libvirtxml.DomainChardevLog{File: logPath, Append: "off"},
+		}
+	}
+	return libvirtxml.DomainSerial{
+		Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: logPath}},
+	}
+}
+
 // LogTag is the 9p tag of a service's log share.
 const LogTag = "sandbox-log"
 
@@ -185,7 +200,6 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
 		return f
 	}
-	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
 	filesystems := []libvirtxml.DomainFilesystem{ninePFS(root, RootTag), ninePFS(r.stateDir, ConfigTag)}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
@@ -227,10 +241,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		Interfaces:  ifaces,
 		Filesystems: filesystems,
 		Disks:       disks,
-		Serials: []libvirtxml.DomainSerial{{
-			Source: pty,
-			Log:    &libvirtxml.DomainChardevLog{File: filepath.Join(r.stateDir, ConsoleLog), Append: "off"},
-		}},
+		Serials: []libvirtxml.DomainSerial{serialConsole(cfg, filepath.Join(r.stateDir, ConsoleLog))},
 		// OpenChannel needs the channel on a UNIX socket; libvirt picks
 		// its path.
 		Channels: []libvirtxml.DomainChannel{{
