@@ -488,8 +488,17 @@ func TestQEMUDomain(t *testing.T) {
 			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
 				t.Errorf("qemuDriver.domain() filesystems = %+v, want %+v", got, wantFS)
 			}
-			if s := d.Devices.Serials; len(s) != 1 || s[0].Source == nil || s[0].Source.Pty == nil || s[0].Log == nil || s[0].Log.File != filepath.Join(stateDir, ConsoleLog) {
-				t.Errorf("qemuDriver.domain() serials = %+v, want one pty logging to %s", s, filepath.Join(stateDir, ConsoleLog))
+			// The log console is always kept in the state directory: a
+			// pty with a log when followed (-d), a plain file otherwise.
+			logPath := filepath.Join(stateDir, ConsoleLog)
+			s := d.Devices.Serials
+			switch {
+			case len(s) != 1 || s[0].Source == nil:
+				t.Errorf("qemuDriver.domain() serials = %+v, want one", s)
+			case cfg.Debug && (s[0].Source.Pty == nil || s[0].Log == nil || s[0].Log.File != logPath):
+				t.Errorf("qemuDriver.domain() serial = %+v, want a pty logging to %s", s[0], logPath)
+			case !cfg.Debug && (s[0].Source.File == nil || s[0].Source.File.Path != logPath):
+				t.Errorf("qemuDriver.domain() serial = %+v, want the file %s", s[0], logPath)
 			}
 			// OpenChannel only works on a UNIX socket.
 			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != AppChannel {
