@@ -242,10 +242,12 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		Filesystems: filesystems,
 		Disks:       disks,
 		Serials: []libvirtxml.DomainSerial{serialConsole(cfg, filepath.Join(r.stateDir, ConsoleLog))},
-		// OpenChannel needs the channel on a UNIX socket; libvirt picks
-		// its path.
+		// OpenChannel needs the channel on a UNIX socket. Its path is
+		// ours, short: the one libvirt picks grows with its own
+		// directories (deep ones for session and embedded drivers) and
+		// the domain's name, past the 108 bytes a socket path may have.
 		Channels: []libvirtxml.DomainChannel{{
-			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}},
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(r.stateDir, "app.sock")}},
 			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: AppChannel}},
 		}},
 		MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},

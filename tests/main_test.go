@@ -27,6 +27,10 @@ const testUser = "sandbox-test"
 var (
 	binDir   string
 	launcher string
+	// imageCmd is the virt-sandbox-image command.
+	imageCmd string
+	// serviceCmd is the virt-sandbox-service command.
+	serviceCmd string
 )
 
 func TestMain(m *testing.M) {
@@ -44,11 +48,15 @@ func run(m *testing.M) int {
 	os.Chmod(dir, 0o755)
 	binDir = dir
 	launcher = filepath.Join(dir, "virt-sandbox")
+	serviceCmd = filepath.Join(dir, "virt-sandbox-service")
+	imageCmd = filepath.Join(dir, "virt-sandbox-image")
 	for _, b := range []struct {
 		out, pkg string
 		env      []string
 	}{
 		{"virt-sandbox", "./cmd/virt-sandbox", nil},
+		{"virt-sandbox-service", "./cmd/virt-sandbox-service", nil},
+		{"virt-sandbox-image", "./cmd/virt-sandbox-image", nil},
 		{"virt-sandbox-init", "./init", []string{"CGO_ENABLED=0"}},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)

@@ -149,9 +149,7 @@ func TestQEMUBootFailures(t *testing.T) {
 // mount namespace where no libvirtd socket can be reached.
 func TestEmbed(t *testing.T) {
 	t.Parallel()
-	// Short: libvirt puts UNIX sockets under it, and their paths are
-	// limited to 108 bytes.
-	root, err := os.MkdirTemp("/var/tmp", "e")
+	root, err := os.MkdirTemp("/var/tmp", "virt-sandbox-test-embed-root-")
 	if err != nil {
 		t.Fatal(err)
 	}
