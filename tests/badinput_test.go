@@ -17,6 +17,7 @@ func TestBadInput(t *testing.T) {
 		want string
 	}{
 		{"env without =", []string{"-e", "FOO", "/bin/true"}, `"FOO"`},
+		{"unknown mount type", []string{"-m", "nfs:/x=/y", "/bin/true"}, `"nfs"`},
 		{"unknown driver", []string{"-c", "xen:///", "/bin/true"}, `"xen"`},
 		{"libvirtd not reachable", []string{"-c", "lxc:///?socket=/nonexistent/libvirt-sock", "/bin/true"}, "/nonexistent/libvirt-sock"},
 		{"bad name", []string{"-n", "a/b", "/bin/true"}, `"a/b"`},
