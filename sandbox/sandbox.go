@@ -82,8 +82,10 @@ type run struct {
 	timedOut atomic.Bool
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
-	// logDir is a service's log share; request what it is asked.
-	logDir  string
+	// logDir is a service's log share.
+	logDir string
+	// request, for a service, is what to ask of it instead of running
+	// the configured program.
 	request *console.Request
 }
 
@@ -122,13 +124,13 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 		}
 		if r.timedOut.Load() {
 			r.destroy()
-			return 0, fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, cfg.Timeout)
+			return 0, r.timeoutError()
 		}
 		r.debugf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
 	}
 	st, err := r.relay()
 	if r.timedOut.Load() {
-		return 0, fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, cfg.Timeout)
+		return 0, r.timeoutError()
 	}
 	if sig := r.killedBy.Load(); sig != 0 {
 		return 128 + int(sig), nil
@@ -150,6 +152,10 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	// failure; a destroy would only be slower.
 	r.awaitStop()
 	return st.ExitCode(), err
+}
+
+func (r *run) timeoutError() error {
+	return fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, r.cfg.Timeout)
 }
 
 func (r *run) debugf(format string, args ...any) {

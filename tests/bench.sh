@@ -2,7 +2,7 @@
 # Benchmarks virt-sandbox against the lower bounds it can be held to, and
 # prints medians and ratios as a table. Run by `make bench` from the repo
 # root after the build; needs hyperfine, bwrap, qemu-system-x86_64 and
-# python3, and a running libvirtd (tests/setup-host.sh).
+# python3, skopeo and umoci, and a running libvirtd (tests/setup-host.sh).
 #
 #   LXC   bin/virt-sandbox -c lxc:/// /bin/true, beside
 #           rawlxc  the same job done raw through the same libvirt Go API
@@ -17,8 +17,14 @@
 #                   what booting the kernel costs; target ours <= 1.25x.
 #   initrd  one QEMU sandbox with the initrd cache emptied, then one more,
 #           printing the launcher's own report of building / finding it.
+#   FLATTEN tests/bench/flatten.sh (which runs alone too): the image store's
+#           cold RootFS of a ~200 MB docker-archive of random files in 4
+#           layers (tests/bench/flatten), against skopeo copy to an OCI
+#           layout plus umoci unpack --rootless of the same archive, timed
+#           together; target ours <= 1.0x.
 #
 # Environment: BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
+# BENCH_FLATTEN_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
 # should be the one the launcher picks on this host), BENCH_BIN (default bin:
 # where virt-sandbox is), GO (default go).
@@ -31,7 +37,7 @@ qemu_runs=${BENCH_QEMU_RUNS:-5}
 qemu_accel=${BENCH_QEMU_ACCEL:-tcg}
 launcher=${BENCH_BIN:-bin}/virt-sandbox
 
-for c in hyperfine bwrap qemu-system-x86_64 python3 "$GO"; do
+for c in hyperfine bwrap qemu-system-x86_64 python3 skopeo umoci "$GO"; do
 	command -v "$c" >/dev/null || { echo "bench: $c not found" >&2; exit 1; }
 done
 [ -x "$launcher" ] || { echo "bench: $launcher missing: run make build" >&2; exit 1; }
@@ -146,6 +152,13 @@ log "throughput of 16 LXC sandboxes, sequential and -P 4"
 tp_seq=$(throughput 1)
 tp_par=$(throughput 4)
 
+# Flattening an image: the image store against skopeo + umoci.
+log "image flattening"
+if ! GO="$GO" tests/bench/flatten.sh >"$work/flatten" 2>"$work/out"; then
+	failed flatten ""
+	echo "FLATTEN  FAILED" >"$work/flatten"
+fi
+
 # The table.
 # secs NAME: median, standard deviation and runs of NAME.
 secs() {
@@ -189,5 +202,6 @@ printf '%-48s %s\n' \
 	"               16 with xargs -P 4" "$tp_par"
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
+cat "$work/flatten"
 
 exit "$failed"
