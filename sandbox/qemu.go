@@ -241,7 +241,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		Interfaces:  ifaces,
 		Filesystems: filesystems,
 		Disks:       disks,
-		Serials: []libvirtxml.DomainSerial{serialConsole(cfg, filepath.Join(r.stateDir, ConsoleLog))},
+		Serials:     []libvirtxml.DomainSerial{serialConsole(cfg, filepath.Join(r.stateDir, ConsoleLog))},
 		// OpenChannel needs the channel on a UNIX socket. Its path is
 		// ours, short: the one libvirt picks grows with its own
 		// directories (deep ones for session and embedded drivers) and
