@@ -60,18 +60,16 @@ func TestGoTestExec(t *testing.T) {
 // TestTimeout: --timeout destroys the sandbox when it expires and exits 124.
 func TestTimeout(t *testing.T) {
 	onEachDriver(t, func(t *testing.T, uri string) {
-		before := leftovers()
+		name := uniqueName("timeout-" + driverName(uri))
 		start := time.Now()
-		r := sandbox(t, opts{timeout: time.Minute}, "-c", uri, "--timeout", "2s", "sleep", "60")
+		r := sandbox(t, opts{timeout: time.Minute}, "-c", uri, "-n", name, "--timeout", "2s", "sleep", "60")
 		if r.code != 124 || !strings.Contains(r.stderr, "timed out after 2s") {
 			t.Errorf("exit %d, stderr %q; want 124 and a message saying it timed out", r.code, r.stderr)
 		}
 		if d := time.Since(start); d > 15*time.Second {
 			t.Errorf("took %v to time out after 2s", d)
 		}
-		if after := leftovers(); len(after) > len(before) {
-			t.Errorf("left behind %v", after)
-		}
+		checkGone(t, uri, name)
 	})
 }
 

@@ -122,18 +122,6 @@ func sandboxName(t *testing.T, uri string) string {
 	return "sandbox-files-" + driverName(uri) + "-" + randomHex(t)
 }
 
-// checkGone checks that the run named name left no state directory (with
-// the temporary directories of its host-bind mounts) and no domain.
-func checkGone(t *testing.T, uri, name string) {
-	t.Helper()
-	if _, err := os.Lstat(filepath.Join("/run/virt-sandbox", name)); err == nil {
-		t.Errorf("state directory /run/virt-sandbox/%s left behind", name)
-	}
-	if out, err := exec.Command("virsh", "-q", "-c", uri, "dominfo", name).CombinedOutput(); err == nil {
-		t.Errorf("domain %s left behind:\n%s", name, out)
-	}
-}
-
 // TestRootCustomAndWritable: -r DIR is the sandbox's / and read-only; -W
 // makes the root writable without any write reaching the host or DIR.
 func TestRootCustomAndWritable(t *testing.T) {

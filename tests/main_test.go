@@ -100,6 +100,23 @@ func leftovers() []string {
 	return found
 }
 
+// checkGone checks that the run named name left no state directory (with
+// the temporary directories of its host-bind mounts) and no domain.
+func checkGone(t *testing.T, uri, name string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join("/run/virt-sandbox", name)); err == nil {
+		t.Errorf("state directory /run/virt-sandbox/%s left behind", name)
+	}
+	if out, err := exec.Command("virsh", "-q", "-c", uri, "dominfo", name).CombinedOutput(); err == nil {
+		t.Errorf("domain %s left behind:\n%s", name, out)
+	}
+}
+
+// uniqueName is a sandbox name of its own for one run of a test.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("sandbox-%s-%d", prefix, time.Now().UnixNano()%1e9)
+}
+
 // result is how a launcher run ended.
 type result struct {
 	stdout, stderr string

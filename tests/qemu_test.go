@@ -41,7 +41,7 @@ func TestCompressedModules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods, err := tree.Resolve("virtio_pci", "virtio_console", "9p", "9pnet_virtio")
+	mods, err := tree.Resolve("virtio_pci", "virtio_console", "9p", "9pnet_virtio", "virtio_rng")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,14 +134,12 @@ func TestQEMUBootFailures(t *testing.T) {
 		{"no virtio modules", []string{"--kmodpath", noVirtio}, "virtio_pci: module not found"},
 		{"kernel panic", []string{"--kernel-args", "rdinit=/no-such-init"}, "kernel panic"},
 	} {
-		before := leftovers()
-		r := sandbox(t, opts{timeout: 90 * time.Second}, append(append([]string{"-c", qemuURI}, tc.args...), "/bin/true")...)
+		name := uniqueName("bootfail")
+		r := sandbox(t, opts{timeout: 90 * time.Second}, append(append([]string{"-c", qemuURI, "-n", name}, tc.args...), "/bin/true")...)
 		if r.code != 125 || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
 			t.Errorf("%s: exit %d, stderr %q; want 125 and one line containing %q", tc.name, r.code, r.stderr, tc.want)
 		}
-		if after := leftovers(); len(after) > len(before) {
-			t.Errorf("%s: left behind %v", tc.name, after)
-		}
+		checkGone(t, qemuURI, name)
 	}
 }
 
