@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -171,4 +174,33 @@ func skeletonRoot(stateDir string) (string, error) {
 		}
 	}
 	return skel, nil
+}
+
+// lxcStateDir is where libvirt's LXC driver keeps each container's state.
+const lxcStateDir = "/run/libvirt/lxc"
+
+// removeLXCLeftovers removes the empty directories libvirt 9.0's LXC driver
+// leaves behind for every container it ran (NAME.dev, NAME.devpts,
+// NAME.fuse): one-shot sandboxes have unique names, so they would pile up.
+// rmdir takes only empty directories; only root may, and only root's
+// libvirtd makes them.
+func removeLXCLeftovers(name string) {
+	for _, suffix := range []string{".dev", ".devpts", ".fuse"} {
+		os.Remove(filepath.Join(lxcStateDir, name+suffix))
+	}
+}
+
+// lxcControllerGone tells a container libvirt still reports running while
+// its controller has exited: libvirt 9.0 now and then misses that exit and
+// sends no event. Only root can see the controller's pid file.
+func lxcControllerGone(name string) bool {
+	b, err := os.ReadFile(filepath.Join(lxcStateDir, name+".pid"))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }

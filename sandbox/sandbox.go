@@ -103,6 +103,11 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	}
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
+	if cfg.Driver == config.LXC {
+		// Deferred before the other clean-ups, so it runs after the
+		// domain is gone.
+		r.onCleanup(func() { removeLXCLeftovers(cfg.Name) })
+	}
 	if cfg.Timeout > 0 {
 		timer := time.AfterFunc(cfg.Timeout, func() {
 			r.timedOut.Store(true)

@@ -307,6 +307,11 @@ func (r *run) info() ServiceInfo {
 	}
 	if active, err := r.dom.IsActive(); err == nil && active {
 		info.State = "running"
+		if r.cfg.Driver == config.LXC && lxcControllerGone(r.cfg.Name) {
+			// libvirt missed the container's end: tell it.
+			r.destroy()
+			info.State = "stopped"
+		}
 	}
 	info.Autostart, _ = r.dom.GetAutostart()
 	return info
