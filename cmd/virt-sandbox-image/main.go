@@ -45,11 +45,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	store := func() (*images.Store, error) { return images.Open(images.DefaultDir()) }
-	ref := func(c *cli.Context) (string, error) {
-		if c.NArg() < 1 {
-			return "", fmt.Errorf("%w: no image given", config.ErrInvalid)
+	// onImage runs f with the store and the command's one argument.
+	onImage := func(f func(s *images.Store, arg string) error) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return fmt.Errorf("%w: no image given", config.ErrInvalid)
+			}
+			s, err := store()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return f(s, c.Args().First())
 		}
-		return c.Args().First(), nil
+	}
+	// onStore runs f with the store.
+	onStore := func(f func(c *cli.Context, s *images.Store) error) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			s, err := store()
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return f(c, s)
+		}
 	}
 	app := options.NewApp("virt-sandbox-image", "run Docker/OCI images in libvirt sandboxes, without Docker", version, stdin, stdout, stderr)
 	app.Commands = []*cli.Command{
@@ -59,37 +78,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			ArgsUsage: "REF",
 			Flags:     pullFlags(),
 			Action: func(c *cli.Context) error {
-				r, err := ref(c)
-				if err != nil {
-					return err
-				}
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-				return nil
+				return onImage(func(s *images.Store, r string) error {
+					img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+					return nil
+				})(c)
 			},
 		},
 		{
 			Name:      "load",
 			Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball",
 			ArgsUsage: "FILE",
-			Action: func(c *cli.Context) error {
-				f, err := ref(c)
-				if err != nil {
-					return err
-				}
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
+			Action: onImage(func(s *images.Store, f string) error {
 				imgs, err := s.Load(ctx, f)
 				if err != nil {
 					return err
@@ -98,18 +101,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
 				}
 				return nil
-			},
+			}),
 		},
 		{
 			Name:  "list",
 			Usage: "list the images in the store",
 			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
-			Action: func(c *cli.Context) error {
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
+			Action: onStore(func(c *cli.Context, s *images.Store) error {
 				list, err := s.List()
 				if err != nil {
 					return err
@@ -126,62 +124,37 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, short(img.Digest), img.Platform, size(img.Size), img.Created.Format(time.DateOnly))
 				}
 				return tw.Flush()
-			},
+			}),
 		},
 		{
 			Name:      "inspect",
 			Usage:     "show an image's record and config as JSON",
 			ArgsUsage: "REF",
-			Action: func(c *cli.Context) error {
-				r, err := ref(c)
-				if err != nil {
-					return err
-				}
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
+			Action: onImage(func(s *images.Store, r string) error {
 				img, err := s.Get(r)
 				if err != nil {
 					return err
 				}
 				return writeJSON(stdout, img)
-			},
+			}),
 		},
 		{
 			Name:      "rm",
 			Usage:     "remove an image's reference (prune frees its content)",
 			ArgsUsage: "REF",
-			Action: func(c *cli.Context) error {
-				r, err := ref(c)
-				if err != nil {
-					return err
-				}
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				return s.Remove(r)
-			},
+			Action:    onImage(func(s *images.Store, r string) error { return s.Remove(r) }),
 		},
 		{
 			Name:  "prune",
 			Usage: "free the content no image references",
-			Action: func(c *cli.Context) error {
-				s, err := store()
-				if err != nil {
-					return err
-				}
-				defer s.Close()
+			Action: onStore(func(_ *cli.Context, s *images.Store) error {
 				freed, err := s.Prune()
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(stdout, "freed %s\n", size(freed))
 				return nil
-			},
+			}),
 		},
 		{
 			Name:      "run",
