@@ -400,11 +400,12 @@ func TestServiceRestartPolicy(t *testing.T) {
 		name := newService(t, c, "lxc:///", "fail", []string{"--restart", "on-failure:2"}, "/bin/sh", "-c", "echo attempt; exit 1")
 		c.ok(t, "", "start", name)
 		attempts := func(l string) int { return strings.Count("\n"+l, "\nattempt\n") }
-		log := c.waitLog(t, name, 20*time.Second, `"attempt" 3 times and that it is not restarting`, func(l string) bool {
+		c.waitLog(t, name, 20*time.Second, `"attempt" 3 times and that it is not restarting`, func(l string) bool {
 			return attempts(l) >= 3 && strings.Contains(l, "not restarting")
 		})
 		c.waitStatus(t, name, "stopped", 20*time.Second)
-		if log = c.logs(t, name); attempts(log) != 3 {
+		log := c.logs(t, name)
+		if attempts(log) != 3 {
 			t.Errorf("the program ran %d times, want 3 (first run and 2 restarts); the log:\n%s", attempts(log), log)
 		}
 		if i, j := strings.LastIndex(log, "\nattempt\n"), strings.Index(log, "not restarting"); j < i {

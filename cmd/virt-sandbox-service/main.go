@@ -230,14 +230,14 @@ func nameAfterOptions(args []string) []string {
 		return args
 	}
 	name, rest := args[2], args[3:]
-	out := append([]string{args[0], "create"}, rest...)
+	out := []string{args[0], "create"}
 	for i, a := range rest {
 		if a == "--" {
-			out = append(append(append([]string{args[0], "create"}, rest[:i]...), "--", name), rest[i+1:]...)
-			return out
+			out = append(append(out, rest[:i]...), "--", name)
+			return append(out, rest[i+1:]...)
 		}
 	}
-	return append([]string{args[0], "create", "--", name}, rest...)
+	return append(append(out, "--", name), rest...)
 }
 
 // restartPolicy parses --restart: no, or on-failure[:N].
