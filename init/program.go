@@ -154,12 +154,21 @@ func lookPath(name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
+	// exec.LookPath reads the init's own PATH: lend it the program's for
+	// the look-up.
+	saved, had := os.LookupEnv("PATH")
+	os.Unsetenv("PATH")
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			os.Setenv("PATH", v)
 		}
 	}
 	p, err := exec.LookPath(name)
+	if had {
+		os.Setenv("PATH", saved)
+	} else {
+		os.Unsetenv("PATH")
+	}
 	if err != nil {
 		return "", &console.Failed{Status: 127, Message: fmt.Sprintf("%s: command not found", name)}
 	}
@@ -172,7 +181,11 @@ func execFailure(path string, err error) error {
 	case errors.Is(err, unix.ENOENT):
 		return &console.Failed{Status: 127, Message: fmt.Sprintf("%s: no such file or directory", path)}
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.ENOEXEC), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EPERM):
-		return &console.Failed{Status: 126, Message: fmt.Sprintf("%s: cannot execute: %v", path, errors.Unwrap(err))}
+		cause := errors.Unwrap(err)
+		if cause == nil {
+			cause = err
+		}
+		return &console.Failed{Status: 126, Message: fmt.Sprintf("%s: cannot execute: %v", path, cause)}
 	}
 	return err
 }
