@@ -231,6 +231,20 @@ const (
 	GuestIncludes = "includes"
 )
 
+// The names a QEMU sandbox's devices carry, which the launcher gives and
+// the init looks for: the app channel's virtio-serial port and the 9p tags
+// of the shares.
+const (
+	AppChannel = "org.virt-sandbox.app"
+	RootTag    = "sandbox-root"
+	ConfigTag  = "sandbox-config"
+	LogTag     = "sandbox-log"
+)
+
+// MountTag names the 9p share or disk serial of mount i; disk tags may not
+// take the sandbox- prefix, so they never clash.
+func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
+
 // MountStage is where the source of mount i is put first, inside the
 // sandbox's private /run, before the init binds it on its target: a
 // target need not exist in a read-only root when the driver mounts.

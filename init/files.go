@@ -15,15 +15,12 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
-// mountTag matches sandbox.MountTag: the 9p tag or disk serial of mount i.
-func mountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
-
 // mountShares puts the sources of a QEMU sandbox's mounts on their stages:
 // 9p shares for host-bind, disks for host-image. LXC sandboxes get them
 // from libvirt.
 func mountShares(b *boot) error {
 	if b.cfg.Service != nil {
-		if err := mountAll([]mount{{"sandbox-log", config.GuestLog, "9p", 0, ninePOpts}}); err != nil {
+		if err := mountAll([]mount{{config.LogTag, config.GuestLog, "9p", 0, ninePOpts}}); err != nil {
 			return err
 		}
 	}
@@ -35,9 +32,9 @@ func mountShares(b *boot) error {
 		var src, fstype, data string
 		switch m.Type {
 		case config.HostBind:
-			src, fstype, data = mountTag(i), "9p", ninePOpts
+			src, fstype, data = config.MountTag(i), "9p", ninePOpts
 		case config.HostImage:
-			dev, err := blockDevice(mountTag(i))
+			dev, err := blockDevice(config.MountTag(i))
 			if err != nil {
 				return err
 			}

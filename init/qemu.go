@@ -14,11 +14,7 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 )
 
-// These match the names the launcher gives the devices (package sandbox).
 const (
-	appChannel = "org.virt-sandbox.app"
-	rootTag    = "sandbox-root"
-	configTag  = "sandbox-config"
 	modulesDir = "/modules"
 	newRoot    = "/newroot"
 )
@@ -104,7 +100,7 @@ func openVirtioChannel(b *boot) error {
 		ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
 		for _, p := range ports {
 			name, err := os.ReadFile(p)
-			if err != nil || strings.TrimSpace(string(name)) != appChannel {
+			if err != nil || strings.TrimSpace(string(name)) != config.AppChannel {
 				continue
 			}
 			dev := "/dev/" + filepath.Base(filepath.Dir(p))
@@ -118,7 +114,7 @@ func openVirtioChannel(b *boot) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no virtio port named %s", appChannel)
+			return fmt.Errorf("no virtio port named %s", config.AppChannel)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -132,9 +128,9 @@ const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 // config share, as the LXC driver lays it out.
 func mountRoot(b *boot) error {
 	return mountAll([]mount{
-		{rootTag, newRoot, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"},
+		{config.RootTag, newRoot, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"},
 		{"tmpfs", newRoot + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{configTag, newRoot + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
+		{config.ConfigTag, newRoot + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
 	})
 }
 

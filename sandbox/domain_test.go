@@ -482,8 +482,8 @@ func TestQEMUDomain(t *testing.T) {
 				wantRoot = "/"
 			}
 			wantFS := []fsDesc{
-				{Mount: wantRoot, Target: RootTag, Driver: "path", ReadOnly: true},
-				{Mount: stateDir, Target: ConfigTag, Driver: "path", ReadOnly: true},
+				{Mount: wantRoot, Target: config.RootTag, Driver: "path", ReadOnly: true},
+				{Mount: stateDir, Target: config.ConfigTag, Driver: "path", ReadOnly: true},
 			}
 			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
 				t.Errorf("qemuDriver.domain() filesystems = %+v, want %+v", got, wantFS)
@@ -501,8 +501,8 @@ func TestQEMUDomain(t *testing.T) {
 				t.Errorf("qemuDriver.domain() serial = %+v, want the file %s", s[0], logPath)
 			}
 			// OpenChannel only works on a UNIX socket.
-			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != AppChannel {
-				t.Errorf("qemuDriver.domain() channels = %+v, want one virtio channel %s on a UNIX socket", c, AppChannel)
+			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != config.AppChannel {
+				t.Errorf("qemuDriver.domain() channels = %+v, want one virtio channel %s on a UNIX socket", c, config.AppChannel)
 			}
 			if b := d.Devices.MemBalloon; b == nil || b.Model != "none" {
 				t.Errorf("qemuDriver.domain() memballoon = %+v, want model none", b)

@@ -25,15 +25,8 @@ var fastBoot = []string{"tsc=reliable", "no_timer_check", "i8042.noaux", "i8042.
 // our init as PID 1.
 type qemuDriver struct{}
 
-// The names the init looks for: the app channel's virtio-serial port and
-// the 9p tags of the shares.
-const (
-	AppChannel = "org.virt-sandbox.app"
-	RootTag    = "sandbox-root"
-	ConfigTag  = "sandbox-config"
-	// ConsoleLog is the serial console's log in the state directory.
-	ConsoleLog = "console.log"
-)
+// ConsoleLog is the serial console's log in the state directory.
+const ConsoleLog = "console.log"
 
 // DefaultMemoryMiB is a QEMU sandbox's memory unless --memory says.
 const DefaultMemoryMiB = 512
@@ -70,9 +63,6 @@ func serialConsole(cfg *config.Sandbox, logPath string) libvirtxml.DomainSerial 
 	}
 }
 
-// LogTag is the 9p tag of a service's log share.
-const LogTag = "sandbox-log"
-
 // writableShare is a 9p share the sandbox writes to.
 func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 	f := bindFS(src, tag, false)
@@ -84,10 +74,6 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 	}
 	return f
 }
-
-// MountTag names the 9p share or disk serial of mount i: the sandbox- prefix
-// is kept from disk tags.
-func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
 
 // modulesFor chooses the modules the config needs, so a plain sandbox
 // loads only the base set.
@@ -200,7 +186,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
 		return f
 	}
-	filesystems := []libvirtxml.DomainFilesystem{ninePFS(root, RootTag), ninePFS(r.stateDir, ConfigTag)}
+	filesystems := []libvirtxml.DomainFilesystem{ninePFS(root, config.RootTag), ninePFS(r.stateDir, config.ConfigTag)}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
 		disk := libvirtxml.DomainDisk{
@@ -218,20 +204,20 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			f := writableShare(m.Source, MountTag(i))
+			f := writableShare(m.Source, config.MountTag(i))
 			if m.ReadOnly {
 				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
 			}
 			filesystems = append(filesystems, f)
 		case config.HostImage:
-			blk(m.Source, m.Format, MountTag(i), m.ReadOnly)
+			blk(m.Source, m.Format, config.MountTag(i), m.ReadOnly)
 		}
 	}
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
 	}
 	if cfg.Service != nil {
-		filesystems = append(filesystems, writableShare(r.logDir, LogTag))
+		filesystems = append(filesystems, writableShare(r.logDir, config.LogTag))
 	}
 	ifaces, err := r.interfaces("virtio")
 	if err != nil {
@@ -248,7 +234,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		// the domain's name, past the 108 bytes a socket path may have.
 		Channels: []libvirtxml.DomainChannel{{
 			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(r.stateDir, "app.sock")}},
-			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: AppChannel}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannel}},
 		}},
 		MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		RNGs: []libvirtxml.DomainRNG{{
@@ -263,7 +249,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 }
 
 func (qemuDriver) openChannel(dom *libvirt.Domain, st *libvirt.Stream) error {
-	return dom.OpenChannel(AppChannel, st, 0)
+	return dom.OpenChannel(config.AppChannel, st, 0)
 }
 
 func (qemuDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
