@@ -3,7 +3,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 
@@ -43,30 +42,4 @@ func libvirtError(doing string, err error) error {
 		return fmt.Errorf("%s: %s", doing, strings.Join(strings.Fields(le.Message), " "))
 	}
 	return fmt.Errorf("%s: %w", doing, err)
-}
-
-// stream is a libvirt stream as an io.ReadWriter.
-type stream struct{ st *libvirt.Stream }
-
-func (s stream) Read(p []byte) (int, error) {
-	n, err := s.st.Recv(p)
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-func (s stream) Write(p []byte) (int, error) {
-	total := 0
-	for total < len(p) {
-		n, err := s.st.Send(p[total:])
-		if err != nil {
-			return total, err
-		}
-		total += n
-	}
-	return total, nil
 }

@@ -265,14 +265,11 @@ func (r *run) relay() (console.Status, error) {
 	if r.cfg.Debug {
 		r.followLog()
 	}
-	st, err := r.conn.NewStream(0)
+	channel, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, st) })
 	if err != nil {
-		return console.Status{}, libvirtError("opening a stream", err)
-	}
-	defer st.Free()
-	if err := r.drv.openChannel(r.dom, st); err != nil {
 		return console.Status{}, libvirtError("opening the sandbox's channel", err)
 	}
+	defer channel.Close()
 	term, err := openTerminal(r.io.Stdin, r.cfg.TTY)
 	if err != nil {
 		return console.Status{}, err
@@ -293,7 +290,7 @@ func (r *run) relay() (console.Status, error) {
 	done := make(chan struct{})
 	defer close(done)
 	go r.handleSignals(term, signals, resizes, done)
-	status, err := host.Run(stream{st})
+	status, err := host.Run(channel)
 	if r.detached.Load() {
 		return status, ErrDetached
 	}
@@ -302,18 +299,14 @@ func (r *run) relay() (console.Status, error) {
 
 // followLog copies the sandbox's log console to stderr.
 func (r *run) followLog() {
-	st, err := r.conn.NewStream(0)
+	log, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
 	if err != nil {
-		return
-	}
-	if err := r.drv.openLog(r.dom, st); err != nil {
 		r.debugf("log console: %v", err)
-		st.Free()
 		return
 	}
 	go func() {
-		defer st.Free()
-		io.Copy(r.io.Stderr, stream{st})
+		defer log.Close()
+		io.Copy(r.io.Stderr, log)
 	}()
 }
 

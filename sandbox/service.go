@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	"libvirt.org/go/libvirt"
+
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
@@ -224,20 +226,16 @@ func Connect(name string, stdio IO) error {
 		if active, _ := r.dom.IsActive(); !active {
 			return fmt.Errorf("service %q is not running", name)
 		}
-		st, err := r.conn.NewStream(0)
+		s, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
 		if err != nil {
-			return libvirtError("opening a stream", err)
-		}
-		defer st.Free()
-		if err := r.drv.openLog(r.dom, st); err != nil {
 			return libvirtError("opening the console", err)
 		}
+		defer s.Close()
 		term, err := openTerminal(stdio.Stdin, true)
 		if err != nil {
 			return err
 		}
 		defer term.restore()
-		s := stream{st}
 		go io.Copy(stdio.Stdout, s)
 		go io.Copy(s, term.stdin)
 		<-term.detach
