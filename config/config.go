@@ -63,6 +63,9 @@ type Sandbox struct {
 	// Timeout, when not zero, bounds the whole run: the sandbox is
 	// destroyed when it expires.
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// StartTimeout, when not zero, bounds the wait for the init to
+	// announce itself; the launcher picks a default per driver otherwise.
+	StartTimeout time.Duration `json:"start_timeout,omitempty"`
 }
 
 // Service is how a sandbox runs as a long-running service: its init runs

@@ -179,16 +179,22 @@ func skeletonRoot(stateDir string) (string, error) {
 // lxcStateDir is where libvirt's LXC driver keeps each container's state.
 const lxcStateDir = "/run/libvirt/lxc"
 
-// removeLXCLeftovers removes the empty directories libvirt 9.0's LXC driver
-// leaves behind for every container it ran (NAME.dev, NAME.devpts,
-// NAME.fuse): one-shot sandboxes have unique names, so they would pile up.
-// rmdir takes only empty directories; only root may, and only root's
-// libvirtd makes them.
+// removeLXCLeftovers removes what libvirt 9.0's LXC driver leaves behind
+// for every container it ran: empty directories (NAME.dev, NAME.devpts,
+// NAME.fuse), the controller's socket (NAME.sock) and the container's log.
+// One-shot sandboxes have unique names, so these would pile up (1,000
+// logs and 170 sockets after a day of tests here). Only root may, and
+// only root's libvirtd makes them; the domain is gone when this runs.
 func removeLXCLeftovers(name string) {
 	for _, suffix := range []string{".dev", ".devpts", ".fuse"} {
 		os.Remove(filepath.Join(lxcStateDir, name+suffix))
 	}
+	os.Remove(filepath.Join(lxcStateDir, name+".sock"))
+	os.Remove(filepath.Join(lxcLogDir, name+".log"))
 }
+
+// lxcLogDir holds libvirt's log of each container.
+const lxcLogDir = "/var/log/libvirt/lxc"
 
 // lxcControllerGone tells a container libvirt still reports running while
 // its controller has exited: libvirt 9.0 now and then misses that exit and

@@ -80,6 +80,8 @@ type run struct {
 	killedBy atomic.Int32
 	detached atomic.Bool
 	timedOut atomic.Bool
+	// notStarted is set when the init did not announce itself in time.
+	notStarted atomic.Bool
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
 	// logDir is a service's log share.
@@ -103,11 +105,9 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	}
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
-	if cfg.Driver == config.LXC {
-		// Deferred before the other clean-ups, so it runs after the
-		// domain is gone.
-		r.onCleanup(func() { removeLXCLeftovers(cfg.Name) })
-	}
+	// Registered before the other clean-ups, so it runs after the domain
+	// is gone.
+	r.onCleanup(func() { removeLeftovers(cfg) })
 	if cfg.Timeout > 0 {
 		timer := time.AfterFunc(cfg.Timeout, func() {
 			r.timedOut.Store(true)
@@ -136,6 +136,9 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	st, err := r.relay()
 	if r.timedOut.Load() {
 		return 0, r.timeoutError()
+	}
+	if r.notStarted.Load() {
+		return 0, r.notStartedError()
 	}
 	if sig := r.killedBy.Load(); sig != 0 {
 		return 128 + int(sig), nil
@@ -289,12 +292,99 @@ func (r *run) relay() (console.Status, error) {
 	}
 	done := make(chan struct{})
 	defer close(done)
+	announced := make(chan struct{})
+	host.Started = func() {
+		close(announced)
+		r.forgetConfig()
+	}
+	go r.awaitStart(announced, done)
 	go r.handleSignals(term, signals, resizes, done)
 	status, err := host.Run(channel)
 	if r.detached.Load() {
 		return status, ErrDetached
 	}
 	return status, err
+}
+
+// awaitStart destroys the sandbox when its init has not announced itself
+// within the start deadline: nothing waits forever on a guest that hangs
+// while it boots.
+func (r *run) awaitStart(announced, done <-chan struct{}) {
+	t := time.NewTimer(r.startDeadline())
+	defer t.Stop()
+	select {
+	case <-announced:
+	case <-done:
+	case <-t.C:
+		r.notStarted.Store(true)
+		r.destroy()
+	}
+}
+
+// Start deadlines unless --start-timeout says: a QEMU machine under TCG
+// boots in about 5 s alone and several times slower beside others on a
+// busy host; a container starts in well under a second.
+const (
+	qemuStartDeadline = 3 * time.Minute
+	lxcStartDeadline  = 30 * time.Second
+)
+
+func (r *run) startDeadline() time.Duration {
+	switch {
+	case r.cfg.StartTimeout > 0:
+		return r.cfg.StartTimeout
+	case r.cfg.Driver == config.QEMU:
+		return qemuStartDeadline
+	}
+	return lxcStartDeadline
+}
+
+func (r *run) notStartedError() error {
+	return fmt.Errorf("the sandbox did not start within %v (--start-timeout); last seen: %s", r.startDeadline(), r.lastSeen())
+}
+
+// lastSeen is the last word of a sandbox that did not start: the kernel's
+// or the init's complaint, else the console's last line.
+func (r *run) lastSeen() string {
+	logs := []string{filepath.Join(r.stateDir, ConsoleLog), filepath.Join(lxcLogDir, r.cfg.Name+".log")}
+	for _, log := range logs {
+		if reason := bootFailure(log); reason != "" {
+			return reason
+		}
+	}
+	for _, log := range logs {
+		if line := lastLine(log); line != "" {
+			return line
+		}
+	}
+	return "nothing on its console (-d shows the init's steps)"
+}
+
+// lastLine is the last line of a log that says something: not empty, and
+// not one of the command lines or "starting up" stamps libvirt writes
+// there itself.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := strings.TrimSpace(lines[i])
+		if line != "" && !strings.HasPrefix(line, "PATH=") && !strings.HasSuffix(line, ": starting up") {
+			return line
+		}
+	}
+	return ""
+}
+
+// forgetConfig removes a one-shot run's config from the state directory
+// once the init has read it: it holds the program's arguments and
+// environment, which may be secrets, and nothing reads it again.
+func (r *run) forgetConfig() {
+	if r.cfg.Service == nil {
+		os.Remove(filepath.Join(r.stateDir, config.FileName))
+	}
 }
 
 // followLog copies the sandbox's log console to stderr.
@@ -368,6 +458,30 @@ func (r *run) destroyIfActive() {
 		r.destroy()
 	}
 }
+
+// removeLeftovers removes what libvirt keeps of a transient domain of a
+// local connection once it is gone: its log, and the LXC driver's
+// directories and socket. Each one-shot run has a name of its own, so
+// they would pile up by the thousand.
+func removeLeftovers(cfg *config.Sandbox) {
+	switch cfg.Driver {
+	case config.LXC:
+		removeLXCLeftovers(cfg.Name)
+	case config.QEMU:
+		switch cfg.URI {
+		case "qemu:///system":
+			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
+		case "qemu:///session":
+			if cache, err := os.UserCacheDir(); err == nil {
+				os.Remove(filepath.Join(cache, "libvirt", "qemu", "log", cfg.Name+".log"))
+			}
+		}
+	}
+}
+
+// qemuSystemLogDir holds qemu:///system's log of each machine (virtlogd
+// writes it as root: a caller that is not root cannot remove it).
+const qemuSystemLogDir = "/var/log/libvirt/qemu"
 
 // isEmbedded tells libvirt's in-process drivers (qemu:///embed?root=DIR).
 func isEmbedded(uri string) bool { return strings.Contains(uri, ":///embed") }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // StateRoot is where runs keep their state directories: per user, in
@@ -40,7 +42,9 @@ func InitPath() (string, error) {
 
 // prepareState makes the run's state directory and writes the config the
 // init reads. The directory is private to the caller and named after the
-// sandbox, so a second run under a running sandbox's name stops here.
+// sandbox, so a second run under a running sandbox's name stops here. The
+// run holds a lock on it until it is removed: a directory nobody holds was
+// left by a launcher that was killed, and the next run sweeps it away.
 func (r *run) prepareState() error {
 	init, err := InitPath()
 	if err != nil {
@@ -51,34 +55,77 @@ func (r *run) prepareState() error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	sweepStale(root)
+	rootLock, err := lockPath(root, unix.LOCK_SH)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	defer rootLock.Close()
 	dir := filepath.Join(root, r.cfg.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("state directory: %w", err)
 		}
-		if r.nameInUse() {
+		if !removeStale(dir) {
 			return fmt.Errorf("a sandbox named %q is already running", r.cfg.Name)
-		}
-		// Left by a launcher that was killed: its domain is gone.
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("removing stale state directory: %w", err)
 		}
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return fmt.Errorf("state directory: %w", err)
 		}
 	}
+	held, err := lockPath(dir, unix.LOCK_EX|unix.LOCK_NB)
+	if err != nil {
+		os.Remove(dir)
+		return fmt.Errorf("state directory: %w", err)
+	}
 	r.stateDir = dir
-	r.onCleanup(func() { os.RemoveAll(dir) })
+	r.onCleanup(func() {
+		os.RemoveAll(dir)
+		held.Close()
+	})
 	return r.prepareFiles()
 }
 
-// nameInUse reports whether a domain of the sandbox's name is running.
-func (r *run) nameInUse() bool {
-	dom, err := r.conn.LookupDomainByName(r.cfg.Name)
+// lockPath opens path and takes a flock of kind how on it.
+func lockPath(path string, how int) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// sweepStale removes the state directories under root that no run holds:
+// those of launchers that were killed (SIGKILL leaves no chance to clean
+// up), with the program's arguments and environment in their config.
+// Runs making their directory hold root shared; the sweep takes it
+// exclusively, or leaves the sweep to a later run, so it never sees a
+// directory that is made but not yet held.
+func sweepStale(root string) {
+	lock, err := lockPath(root, unix.LOCK_EX|unix.LOCK_NB)
+	if err != nil {
+		return
+	}
+	defer lock.Close()
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		removeStale(filepath.Join(root, e.Name()))
+	}
+}
+
+// removeStale removes a state directory that no run holds, and what
+// libvirt left of its container; it tells whether it did.
+func removeStale(dir string) bool {
+	held, err := lockPath(dir, unix.LOCK_EX|unix.LOCK_NB)
 	if err != nil {
 		return false
 	}
-	defer dom.Free()
-	active, err := dom.IsActive()
-	return err == nil && active
+	defer held.Close()
+	os.RemoveAll(dir)
+	removeLXCLeftovers(filepath.Base(dir))
+	return true
 }

@@ -38,6 +38,9 @@ type Host struct {
 	// Request, for a sandbox running a service, says what to do instead
 	// of running the configured program.
 	Request *Request
+	// Started, when set, is called once the guest has announced itself
+	// and been answered.
+	Started func()
 }
 
 // Run speaks the protocol on conn until the program ends and reports how it
@@ -51,6 +54,9 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if err := w.Write(Hello, hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request}.encode()); err != nil {
 		return Status{}, fmt.Errorf("console: sending hello: %w", err)
 	}
+	if h.Started != nil {
+		h.Started()
+	}
 
 	done := make(chan struct{})
 	defer close(done)
@@ -59,6 +65,8 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	go h.pumpStdin(w, win)
 	go h.forward(w, done)
 
+	stdout := &output{w: h.Stdout, channel: w}
+	stderr := &output{w: h.Stderr, channel: w}
 	for {
 		t, p, err := r.Next()
 		if err != nil {
@@ -69,9 +77,9 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 		}
 		switch t {
 		case Stdout:
-			h.Stdout.Write(p)
+			stdout.write(p)
 		case Stderr:
-			h.Stderr.Write(p)
+			stderr.write(p)
 		case Announce:
 			// Repeated while our hello was on its way.
 		case StdinAck:
@@ -212,4 +220,24 @@ func (w *window) close() {
 	w.closed = true
 	w.mu.Unlock()
 	w.cond.Broadcast()
+}
+
+// output is where the program's stdout or stderr goes. When the caller's
+// end breaks (the reader of a pipe is gone), the program gets SIGPIPE, as
+// it would writing to that pipe itself, and what it still writes is
+// dropped.
+type output struct {
+	w       io.Writer
+	channel *Writer
+	broken  bool
+}
+
+func (o *output) write(p []byte) {
+	if o.broken {
+		return
+	}
+	if _, err := o.w.Write(p); err != nil {
+		o.broken = true
+		o.channel.Write(Signal, putU32(uint32(syscall.SIGPIPE)))
+	}
 }

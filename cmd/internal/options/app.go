@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -52,7 +53,7 @@ func ExitStatus(prog string, err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %s\n", prog, failed.Message)
 		return failed.Status
 	}
-	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+	fmt.Fprintf(stderr, "%s: %s\n", prog, inUserWords(err))
 	switch {
 	case errors.Is(err, sandbox.ErrTimeout):
 		return StatusTimedOut
@@ -67,5 +68,32 @@ func ExitStatus(prog string, err error, stderr io.Writer) int {
 func Signals() (signals <-chan os.Signal, stop func()) {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGWINCH)
-	return ch, func() { signal.Stop(ch) }
+	// A launcher whose stdout reader has gone must not die of SIGPIPE
+	// with the sandbox and its state left behind: with SIGPIPE notified,
+	// the write fails instead, and the relay passes SIGPIPE on to the
+	// program.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	return ch, func() { signal.Stop(ch); signal.Stop(pipe) }
+}
+
+// cliFlagError is how the cli package reports a flag's bad value.
+var cliFlagError = regexp.MustCompile(`^invalid value "(.*)" for flag -([^:]+): (.*)$`)
+
+// inUserWords rewrites the cli package's report of a bad flag value in the
+// words the user typed: --timeout "x": ..., not "flag -timeout".
+func inUserWords(err error) string {
+	m := cliFlagError.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	dashes := "--"
+	if len(m[2]) == 1 {
+		dashes = "-"
+	}
+	reason := m[3]
+	if reason == "parse error" {
+		reason = "not a number"
+	}
+	return fmt.Sprintf("%s%s %q: %s", dashes, m[2], m[1], reason)
 }

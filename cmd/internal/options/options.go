@@ -41,7 +41,8 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "disk", Usage: "`file:TAG=FILE[,format=raw|qcow2]`: a block device at /dev/disk/by-tag/TAG (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "rw", Usage: "make host `PATH` writable inside, at the same path (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
-		&cli.DurationFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m) and exit 124"},
+		&cli.GenericFlag{Name: "timeout", Value: new(duration), Usage: "destroy the sandbox after `DURATION` (seconds, or 90s, 10m) and exit 124"},
+		&cli.GenericFlag{Name: "start-timeout", Value: new(duration), Usage: "give up when the sandbox has not started within `DURATION` (default 30s for LXC, 3m for QEMU), exit 125"},
 		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
@@ -65,14 +66,15 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		return nil, err
 	}
 	s := &config.Sandbox{
-		Version: config.Version,
-		Name:    c.String("name"),
-		UUID:    newUUID(),
-		Driver:  drv,
-		URI:     uri,
-		Command: config.Command{Argv: argv},
-		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
-		Timeout: c.Duration("timeout"),
+		Version:      config.Version,
+		Name:         c.String("name"),
+		UUID:         newUUID(),
+		Driver:       drv,
+		URI:          uri,
+		Command:      config.Command{Argv: argv},
+		Debug:        c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+		Timeout:      durationOf(c.Generic("timeout")),
+		StartTimeout: durationOf(c.Generic("start-timeout")),
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
