@@ -219,8 +219,7 @@ func TestLookPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := t.TempDir()
-	// lookPath sets the init's own PATH to the program's: restored when
-	// the test ends.
+	// The init's own PATH is neither searched nor changed.
 	t.Setenv("PATH", other)
 	for _, tt := range []struct {
 		name, arg string
@@ -248,6 +247,9 @@ func TestLookPath(t *testing.T) {
 				t.Errorf("lookPath(%q, %q) = %q, %v, want %q", tt.arg, tt.env, got, err, tt.want)
 			}
 		})
+	}
+	if got := os.Getenv("PATH"); got != other {
+		t.Errorf("the init's PATH is %q after the look-ups, want %q", got, other)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -149,30 +150,30 @@ func hasKey(env []string, key string) bool {
 	return false
 }
 
-// lookPath finds the program along the program's own PATH, not the init's.
+// lookPath finds the program along the program's own PATH, not the init's,
+// without touching the init's environment: a service's sessions look up
+// their commands concurrently.
 func lookPath(name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
-	// exec.LookPath reads the init's own PATH: lend it the program's for
-	// the look-up.
-	saved, had := os.LookupEnv("PATH")
-	os.Unsetenv("PATH")
+	path := ""
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			os.Setenv("PATH", v)
+			path = v
 		}
 	}
-	p, err := exec.LookPath(name)
-	if had {
-		os.Setenv("PATH", saved)
-	} else {
-		os.Unsetenv("PATH")
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			// An empty entry is the working directory, as in a shell.
+			dir = "."
+		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
 	}
-	if err != nil {
-		return "", &console.Failed{Status: 127, Message: fmt.Sprintf("%s: command not found", name)}
-	}
-	return p, nil
+	return "", &console.Failed{Status: 127, Message: fmt.Sprintf("%s: command not found", name)}
 }
 
 // execFailure maps a failed start to the statuses a shell uses.
