@@ -82,6 +82,11 @@ type run struct {
 	timedOut atomic.Bool
 	// notStarted is set when the init did not announce itself in time.
 	notStarted atomic.Bool
+	// connLost is set when the connection to libvirt closed under us;
+	// channel, while the relay runs, is failed then.
+	connLost atomic.Bool
+	chanMu   sync.Mutex
+	channel  *eventStream
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
 	// logDir is a service's log share.
@@ -134,6 +139,9 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 		r.debugf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
 	}
 	st, err := r.relay()
+	if r.connLost.Load() {
+		return 0, r.reclaim()
+	}
 	if r.timedOut.Load() {
 		return 0, r.timeoutError()
 	}
@@ -193,7 +201,59 @@ func (r *run) connect() error {
 	}
 	r.conn = conn
 	r.onCleanup(func() { conn.Close() })
+	if err := conn.RegisterCloseCallback(func(*libvirt.Connect, libvirt.ConnectCloseReason) { r.lostConnection() }); err != nil {
+		return libvirtError("watching the connection", err)
+	}
+	r.onCleanup(func() { conn.UnregisterCloseCallback() })
 	return nil
+}
+
+// errConnLost ends a relay whose libvirt connection closed.
+var errConnLost = errors.New("the connection to libvirt closed")
+
+// lostConnection is told by libvirt that the connection closed (libvirtd
+// stopped or restarted): the channel's stream cannot tell by itself.
+func (r *run) lostConnection() {
+	r.connLost.Store(true)
+	r.chanMu.Lock()
+	defer r.chanMu.Unlock()
+	if r.channel != nil {
+		r.channel.fail(errConnLost)
+	}
+}
+
+// setChannel records the relay's channel for lostConnection.
+func (r *run) setChannel(ch *eventStream) {
+	r.chanMu.Lock()
+	defer r.chanMu.Unlock()
+	r.channel = ch
+	if ch != nil && r.connLost.Load() {
+		ch.fail(errConnLost)
+	}
+}
+
+// reconnectWait bounds the wait for libvirtd to come back after the
+// connection closed under a run.
+const reconnectWait = 30 * time.Second
+
+// reclaim destroys the sandbox of a run whose connection closed: the
+// domain may outlive libvirtd (a QEMU machine does, and libvirtd takes it
+// back when it restarts), and nothing must outlive the run. It reconnects
+// for a while to do so and returns the run's error.
+func (r *run) reclaim() error {
+	for deadline := time.Now().Add(reconnectWait); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		conn, err := connect(r.cfg.URI)
+		if err != nil {
+			continue
+		}
+		defer conn.Close()
+		if dom, err := conn.LookupDomainByUUIDString(r.cfg.UUID); err == nil {
+			dom.Destroy()
+			dom.Free()
+		}
+		return fmt.Errorf("%w while the sandbox ran (libvirtd stopped or restarted): the sandbox was destroyed", errConnLost)
+	}
+	return fmt.Errorf("%w while the sandbox ran and libvirtd did not come back within %v: domain %s may still run", errConnLost, reconnectWait, r.cfg.Name)
 }
 
 // start creates the transient domain. START_AUTODESTROY ties its life to
@@ -273,6 +333,8 @@ func (r *run) relay() (console.Status, error) {
 		return console.Status{}, libvirtError("opening the sandbox's channel", err)
 	}
 	defer channel.Close()
+	r.setChannel(channel)
+	defer r.setChannel(nil)
 	term, err := openTerminal(r.io.Stdin, r.cfg.TTY)
 	if err != nil {
 		return console.Status{}, err

@@ -190,6 +190,17 @@ func (s *eventStream) awaitWritable() error {
 	return nil
 }
 
+// fail ends the stream with err: a Read or Write waiting on it returns.
+// The stream cannot tell by itself that its connection is gone.
+func (s *eventStream) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.end == nil {
+		s.end = err
+	}
+	s.cond.Broadcast()
+}
+
 // Close detaches the stream from the event loop and releases it; a
 // blocked Read or Write returns.
 func (s *eventStream) Close() error {

@@ -116,3 +116,53 @@ func TestConfigGoneOnceStarted(t *testing.T) {
 		checkGone(t, uri, name)
 	})
 }
+
+// TestLibvirtdRestart: libvirtd stopping and coming back while sandboxes
+// run ends their launchers with 125 and one line, and leaves nothing: the
+// launchers reconnect and destroy what libvirtd took back. It restarts the
+// system libvirtd, so it runs alone (no t.Parallel).
+func TestLibvirtdRestart(t *testing.T) {
+	type running struct {
+		uri, name string
+		cmd       *exec.Cmd
+		stderr    *strings.Builder
+	}
+	var runs []running
+	for _, uri := range drivers {
+		r := running{uri: uri, name: uniqueName("restart"), stderr: new(strings.Builder)}
+		r.cmd = exec.Command(launcher, "-c", uri, "-n", r.name, "/bin/sh", "-c", "echo started; sleep 600")
+		r.cmd.Stderr = r.stderr
+		out, _ := r.cmd.StdoutPipe()
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer r.cmd.Process.Kill()
+		if line, _ := bufio.NewReader(out).ReadString('\n'); line != "started\n" {
+			t.Fatalf("%s: program printed %q, want started; stderr %s", uri, line, r.stderr)
+		}
+		runs = append(runs, r)
+	}
+	pid, err := os.ReadFile("/run/libvirtd.pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("kill", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("stopping libvirtd: %v %s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	if out, err := exec.Command("./setup-host.sh").CombinedOutput(); err != nil {
+		t.Fatalf("restarting libvirtd: %v %s", err, out)
+	}
+	for _, r := range runs {
+		done := make(chan error, 1)
+		go func() { done <- r.cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: the launcher did not end within a minute of libvirtd's restart", r.uri)
+		}
+		res := result{code: r.cmd.ProcessState.ExitCode(), stderr: r.stderr.String()}
+		checkRefused(t, res, "the connection to libvirt closed while the sandbox ran")
+		checkGone(t, r.uri, r.name)
+	}
+}
