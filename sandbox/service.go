@@ -162,6 +162,7 @@ func withService(name string, f func(*run) error) error {
 // Start starts a stopped service.
 func Start(name string) error {
 	return withService(name, func(r *run) error {
+		r.resync()
 		if active, _ := r.dom.IsActive(); active {
 			return fmt.Errorf("service %q is already running", name)
 		}
@@ -176,6 +177,7 @@ func Start(name string) error {
 // sandbox to stop, then destroys it.
 func Stop(name string, timeout time.Duration) error {
 	return withService(name, func(r *run) error {
+		r.resync()
 		if active, _ := r.dom.IsActive(); !active {
 			return nil
 		}
@@ -193,6 +195,12 @@ func Stop(name string, timeout time.Duration) error {
 		case <-r.stopped:
 		case <-time.After(timeout):
 			r.destroy()
+		}
+		// The relay ends with the domain; it must not outlive the
+		// connection, which the clean-up closes.
+		select {
+		case <-done:
+		case <-time.After(StopTimeout):
 		}
 		return nil
 	})
@@ -298,18 +306,29 @@ func Status(name string) (ServiceInfo, error) {
 	return info, err
 }
 
+// running tells whether the service runs. libvirt 9.0 now and then misses
+// an LXC container's end and still reports it running: the controller's
+// process tells.
+func (r *run) running() bool {
+	active, err := r.dom.IsActive()
+	return err == nil && active && !(r.cfg.Driver == config.LXC && lxcControllerGone(r.cfg.Name))
+}
+
+// resync tells libvirt of a container's end it missed, before a command
+// that changes the service's state; status and list only read.
+func (r *run) resync() {
+	if active, err := r.dom.IsActive(); err == nil && active && !r.running() {
+		r.destroy()
+	}
+}
+
 func (r *run) info() ServiceInfo {
 	info := ServiceInfo{Name: r.cfg.Name, URI: r.cfg.URI, Command: r.cfg.Command.Argv, State: "stopped"}
 	if r.cfg.Service != nil {
 		info.Restart = r.cfg.Service.Restart
 	}
-	if active, err := r.dom.IsActive(); err == nil && active {
+	if r.running() {
 		info.State = "running"
-		if r.cfg.Driver == config.LXC && lxcControllerGone(r.cfg.Name) {
-			// libvirt missed the container's end: tell it.
-			r.destroy()
-			info.State = "stopped"
-		}
 	}
 	info.Autostart, _ = r.dom.GetAutostart()
 	return info

@@ -22,8 +22,12 @@
 #           layers (tests/bench/flatten), against skopeo copy to an OCI
 #           layout plus umoci unpack --rootless of the same archive, timed
 #           together; target ours <= 1.0x.
+#   SOAK    tests/bench/soak.sh (which runs alone too): BENCH_SOAK_LXC runs at
+#           -P 8 and BENCH_SOAK_QEMU at -P 4, counting failures, hangs and
+#           what is left on the host; target zero of each.
 #
-# Environment: BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
+# Environment: BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
+# BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
 # BENCH_FLATTEN_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
 # should be the one the launcher picks on this host), BENCH_BIN (default bin:
@@ -159,6 +163,12 @@ if ! GO="$GO" tests/bench/flatten.sh >"$work/flatten" 2>"$work/out"; then
 	echo "FLATTEN  FAILED" >"$work/flatten"
 fi
 
+# Many at once: failures, hangs and leftovers.
+log "soak"
+if ! tests/bench/soak.sh "${BENCH_SOAK_LXC:-1000}" "${BENCH_SOAK_QEMU:-100}" >"$work/soak" 2>"$work/out"; then
+	failed=1
+fi
+
 # The table.
 # secs NAME: median, standard deviation and runs of NAME.
 secs() {
@@ -203,5 +213,6 @@ printf '%-48s %s\n' \
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
 cat "$work/flatten"
+cat "$work/soak"
 
 exit "$failed"
