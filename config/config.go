@@ -244,6 +244,27 @@ const (
 	LogTag     = "sandbox-log"
 )
 
+// SessionChannels is how many app channels a service's sandbox has: each
+// carries one session (execute, stop) at a time, so that many may run at
+// once. A one-shot sandbox has one.
+const SessionChannels = 4
+
+// AppChannels is the number of app channels of a sandbox of cfg.
+func AppChannels(cfg *Sandbox) int {
+	if cfg.Service != nil {
+		return SessionChannels
+	}
+	return 1
+}
+
+// AppChannelName names a QEMU sandbox's app channel i.
+func AppChannelName(i int) string {
+	if i == 0 {
+		return AppChannel
+	}
+	return fmt.Sprintf("%s.%d", AppChannel, i)
+}
+
 // MountTag names the 9p share or disk serial of mount i; disk tags may not
 // take the sandbox- prefix, so they never clash.
 func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }

@@ -19,29 +19,29 @@ var lxcSteps = []step{
 	{"files", setupFiles},
 	{"disks", tagDisks},
 	{"network", setupNetwork},
-	{"channel", openLXCChannel},
+	{"channel", openChannel0},
 	{"run", run},
 }
 
-// lxcChannel is the container's second console: libvirt exposes console N+1
-// as /dev/tty(N+1).
-const lxcChannel = "/dev/tty2"
+// lxcChannel is the container's app channel i: libvirt exposes console
+// N+1 as /dev/tty(N+1), and console 0 is the log console.
+func lxcChannel(i int) string { return fmt.Sprintf("/dev/tty%d", i+2) }
 
-// openLXCChannel opens the app channel in raw mode, because it is a pty and
-// by default it would turn the protocol's \n bytes into \r\n.
-func openLXCChannel(b *boot) error {
-	f, err := os.OpenFile(lxcChannel, os.O_RDWR|unix.O_NOCTTY, 0)
+// openLXCChannel opens app channel i in raw mode, because it is a pty and
+// by default would turn the protocol's \n bytes into \r\n.
+func openLXCChannel(i int) (*os.File, error) {
+	path := lxcChannel(i)
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := term.MakeRaw(int(f.Fd())); err != nil {
 		f.Close()
-		return fmt.Errorf("raw mode on %s: %w", lxcChannel, err)
+		return nil, fmt.Errorf("raw mode on %s: %w", path, err)
 	}
 	// Whatever the line discipline mangled before raw mode is not ours.
 	unix.IoctlSetInt(int(f.Fd()), unix.TCFLSH, unix.TCIFLUSH)
-	b.channel = f
-	return nil
+	return f, nil
 }
 
 // enterCustomRoot switches into a custom root (-r), which the launcher

@@ -19,11 +19,15 @@ import (
 
 // boot is the state the steps build up.
 type boot struct {
-	cfg     *config.Sandbox
+	cfg *config.Sandbox
+	// channel is app channel 0, where a one-shot run speaks; a service's
+	// sandbox has more, each carrying one session at a time.
 	channel *os.File
-	guest   *console.Guest
-	debug   bool
-	start   time.Time
+	// openChannel opens app channel i of this driver.
+	openChannel func(i int) (*os.File, error)
+	guest       *console.Guest
+	debug       bool
+	start       time.Time
 }
 
 // step is one named stage of bringing the sandbox up; the lists of steps per
@@ -36,8 +40,10 @@ type step struct {
 func main() {
 	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
 	if len(os.Args) > 1 && os.Args[1] == "lxc" {
+		b.openChannel = openLXCChannel
 		os.Exit(b.run(lxcSteps))
 	}
+	b.openChannel = openVirtioChannel
 	b.run(qemuSteps)
 	// PID 1 of a machine must not exit: that is a kernel panic.
 	powerOff()
@@ -101,6 +107,14 @@ func loadConfig(b *boot) error {
 	b.cfg = cfg
 	b.debug = b.debug || cfg.Debug
 	return nil
+}
+
+// openChannel0 opens the app channel of a one-shot run, the first of a
+// service's.
+func openChannel0(b *boot) error {
+	ch, err := b.openChannel(0)
+	b.channel = ch
+	return err
 }
 
 // handshake waits for the launcher on the app channel.

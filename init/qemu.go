@@ -23,7 +23,7 @@ const (
 var qemuSteps = []step{
 	{"kernel filesystems", mountKernelFS},
 	{"modules", loadModules},
-	{"channel", openVirtioChannel},
+	{"channel", openChannel0},
 	{"root", mountRoot},
 	{"switch root", switchToRoot},
 	{"config", loadConfig},
@@ -91,30 +91,34 @@ func compressionOf(file string) string {
 	return "uncompressed"
 }
 
-// openVirtioChannel finds the app channel's port by its name in sysfs, as
-// there is no udev to make /dev/virtio-ports links, and waits a bounded
-// time for the driver to probe it.
-func openVirtioChannel(b *boot) error {
-	deadline := time.Now().Add(10 * time.Second)
+// openVirtioChannel opens app channel i, a virtio-serial port found by its
+// name in sysfs, as udev would; ports show up a little after the driver
+// loads.
+func openVirtioChannel(i int) (*os.File, error) {
+	return openVirtioPort(config.AppChannelName(i), time.Now().Add(10*time.Second))
+}
+
+// openVirtioPort opens the virtio-serial port named name, waiting until
+// deadline for it to show up.
+func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 	for {
 		ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
 		for _, p := range ports {
-			name, err := os.ReadFile(p)
-			if err != nil || strings.TrimSpace(string(name)) != config.AppChannel {
+			got, err := os.ReadFile(p)
+			if err != nil || strings.TrimSpace(string(got)) != name {
 				continue
 			}
 			dev := "/dev/" + filepath.Base(filepath.Dir(p))
 			f, err := os.OpenFile(dev, os.O_RDWR, 0)
 			if err == nil {
-				b.channel = f
-				return nil
+				return f, nil
 			}
 			if !os.IsNotExist(err) {
-				return err
+				return nil, err
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no virtio port named %s", config.AppChannel)
+			return nil, fmt.Errorf("no virtio port named %s", name)
 		}
 		time.Sleep(time.Millisecond)
 	}

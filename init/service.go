@@ -22,13 +22,14 @@ import (
 
 // service is a running service's state in its init.
 type service struct {
-	b       *boot
-	reaper  *reaper
-	log     io.Writer
-	pgid    atomic.Int64 // the program's process group while it runs
-	stopped atomic.Bool
-	stop    chan struct{} // closed on a stop request
-	master  atomic.Pointer[os.File]
+	b        *boot
+	reaper   *reaper
+	log      io.Writer
+	pgid     atomic.Int64 // the program's process group while it runs
+	stopped  atomic.Bool
+	stop     chan struct{} // closed on a stop request
+	stopOnce sync.Once
+	master   atomic.Pointer[os.File]
 }
 
 // runService runs the program on a terminal relayed to the log console and
@@ -145,11 +146,25 @@ func (s *service) forwardConsoleInput() {
 	}
 }
 
-// serveRequests answers the launcher's requests on the app channel, one
-// session at a time.
+// serveRequests answers the launcher's requests: one session at a time on
+// each app channel, on all of them at once.
 func (s *service) serveRequests() {
+	go s.serveChannel(s.b.channel)
+	for i := 1; i < config.SessionChannels; i++ {
+		ch, err := s.b.openChannel(i)
+		if err != nil {
+			// A service defined by an older build has fewer channels.
+			s.note("session channel %d: %v", i, err)
+			return
+		}
+		go s.serveChannel(ch)
+	}
+}
+
+// serveChannel answers the requests of the sessions on one app channel.
+func (s *service) serveChannel(channel *os.File) {
 	for {
-		g, err := console.Accept(s.b.channel)
+		g, err := console.Accept(channel)
 		if err != nil {
 			return
 		}
@@ -158,11 +173,7 @@ func (s *service) serveRequests() {
 		case req == nil || (len(req.Exec) == 0 && !req.Stop):
 			g.Fail(&console.Failed{Status: 125, Message: "this sandbox runs a service: ask it to execute a command or to stop"})
 		case req.Stop:
-			s.stopped.Store(true)
-			if pg := s.pgid.Load(); pg != 0 {
-				unix.Kill(-int(pg), unix.SIGTERM)
-			}
-			close(s.stop)
+			s.requestStop()
 			g.Serve(console.Program{Stdin: nopWriteCloser{}, Wait: func() console.Status { return console.Status{} }})
 		default:
 			err := relay(s.b, g, req.Exec, func(pid int) console.Status {
@@ -178,6 +189,18 @@ func (s *service) serveRequests() {
 			}
 		}
 	}
+}
+
+// requestStop ends the program for good: SIGTERM to its group and no
+// restart. Stop sessions may come on several channels at once.
+func (s *service) requestStop() {
+	s.stopOnce.Do(func() {
+		s.stopped.Store(true)
+		if pg := s.pgid.Load(); pg != 0 {
+			unix.Kill(-int(pg), unix.SIGTERM)
+		}
+		close(s.stop)
+	})
 }
 
 // consoleWriter writes to the log console without ever blocking: when

@@ -19,11 +19,11 @@ import (
 type lxcDriver struct{}
 
 // The consoles of an LXC sandbox: the first is the container's /dev/console,
-// where the init logs; the second is the app channel, /dev/tty2 inside.
-const (
-	lxcLogConsole = "console0"
-	lxcAppConsole = "console1"
-)
+// where the init logs; the next are the app channels, /dev/tty2 and on
+// inside.
+const lxcLogConsole = "console0"
+
+func lxcAppConsole(i int) string { return fmt.Sprintf("console%d", i+1) }
 
 func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
 	root := "/"
@@ -107,6 +107,10 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	if err != nil {
 		return nil, err
 	}
+	consoles := []libvirtxml.DomainConsole{pty()}
+	for range config.AppChannels(cfg) {
+		consoles = append(consoles, pty())
+	}
 	d := baseDomain(cfg, "lxc", lxcMemoryMiB(cfg))
 	d.OS = &libvirtxml.DomainOS{
 		Type:     &libvirtxml.DomainOSType{Type: "exe"},
@@ -120,14 +124,14 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		Filesystems: fs,
 		Hostdevs:    hostdevs,
 		Interfaces:  ifaces,
-		Consoles:    []libvirtxml.DomainConsole{pty(), pty()},
+		Consoles:    consoles,
 	}
 	return d, nil
 }
 
-func (lxcDriver) openChannel(dom *libvirt.Domain, st *libvirt.Stream) error {
+func (lxcDriver) openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error {
 	// The LXC driver refuses the FORCE flag.
-	return dom.OpenConsole(lxcAppConsole, st, 0)
+	return dom.OpenConsole(lxcAppConsole(i), st, 0)
 }
 
 func (lxcDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {

@@ -232,10 +232,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		// ours, short: the one libvirt picks grows with its own
 		// directories (deep ones for session and embedded drivers) and
 		// the domain's name, past the 108 bytes a socket path may have.
-		Channels: []libvirtxml.DomainChannel{{
-			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(r.stateDir, "app.sock")}},
-			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannel}},
-		}},
+		Channels:   appChannels(cfg, r.stateDir),
 		MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		RNGs: []libvirtxml.DomainRNG{{
 			Model:   "virtio",
@@ -248,8 +245,25 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	return d, nil
 }
 
-func (qemuDriver) openChannel(dom *libvirt.Domain, st *libvirt.Stream) error {
-	return dom.OpenChannel(config.AppChannel, st, 0)
+// appChannels are the machine's app channels: virtio-serial ports on UNIX
+// sockets in the state directory.
+func appChannels(cfg *config.Sandbox, stateDir string) []libvirtxml.DomainChannel {
+	var chans []libvirtxml.DomainChannel
+	for i := range config.AppChannels(cfg) {
+		sock := "app.sock"
+		if i > 0 {
+			sock = fmt.Sprintf("app%d.sock", i)
+		}
+		chans = append(chans, libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(stateDir, sock)}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannelName(i)}},
+		})
+	}
+	return chans
+}
+
+func (qemuDriver) openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error {
+	return dom.OpenChannel(config.AppChannelName(i), st, 0)
 }
 
 func (qemuDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {

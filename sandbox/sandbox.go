@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
@@ -50,7 +51,9 @@ var ErrDetached = errors.New("detached: the sandbox was destroyed")
 type driver interface {
 	// domain builds the domain, preparing what it needs in the run's state.
 	domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
-	openChannel(dom *libvirt.Domain, st *libvirt.Stream) error
+	// openChannel opens app channel i; libvirt refuses one that another
+	// client has open.
+	openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error
 	openLog(dom *libvirt.Domain, st *libvirt.Stream) error
 }
 
@@ -328,9 +331,9 @@ func (r *run) relay() (console.Status, error) {
 	if r.cfg.Debug {
 		r.followLog()
 	}
-	channel, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, st) })
+	channel, err := r.openChannel()
 	if err != nil {
-		return console.Status{}, libvirtError("opening the sandbox's channel", err)
+		return console.Status{}, err
 	}
 	defer channel.Close()
 	r.setChannel(channel)
@@ -366,6 +369,49 @@ func (r *run) relay() (console.Status, error) {
 		return status, ErrDetached
 	}
 	return status, err
+}
+
+// openChannel opens the first app channel no other session holds: a
+// service has several, so that sessions run side by side. Sessions hold a
+// lock per channel in the service's directory while they run: libvirt's
+// LXC driver lets any number of clients open one console.
+func (r *run) openChannel() (*eventStream, error) {
+	n := config.AppChannels(r.cfg)
+	if n == 1 {
+		ch, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, 0, st) })
+		if err != nil {
+			return nil, libvirtError("opening the sandbox's channel", err)
+		}
+		return ch, nil
+	}
+	for i := range n {
+		lock, err := lockSession(r.stateDir, i)
+		if err != nil {
+			continue
+		}
+		ch, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, i, st) })
+		if err != nil {
+			lock.Close()
+			return nil, libvirtError("opening a session channel", err)
+		}
+		r.onCleanup(func() { lock.Close() })
+		return ch, nil
+	}
+	return nil, fmt.Errorf("the service already has %d sessions (execute, stop) under way: try again when one has ended", n)
+}
+
+// lockSession takes the lock of a service's session channel i, or fails
+// at once when another session holds it.
+func lockSession(serviceDir string, i int) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(serviceDir, fmt.Sprintf(".session-%d.lock", i)), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // awaitStart destroys the sandbox when its init has not announced itself

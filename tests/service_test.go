@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -795,4 +796,80 @@ func fileText(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestServiceSessionsAtOnce: a service serves sessions side by side: an
+// execute that can only end once another has run, as many executes as it
+// has session channels, one more refused with one line, and a stop while
+// a long execute runs.
+func TestServiceSessionsAtOnce(t *testing.T) {
+	onEachDriver(t, func(t *testing.T, uri string) {
+		c := rootCaller
+		name := newService(t, c, uri, "sessions", nil, "/bin/sh", "-c", "while :; do sleep 1; done")
+		c.ok(t, "", "start", name)
+		c.waitStatus(t, name, "running", time.Minute)
+
+		// The first waits for a file only the second makes: they must
+		// overlap. A fourth and a fifth wait for the same file too.
+		const waiter = "echo waiting; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo went"
+		var waiters []*exec.Cmd
+		var outs []*bytes.Buffer
+		for range 3 {
+			cmd := c.command(context.Background(), serviceCmd, "execute", name, "--", "/bin/sh", "-c", waiter)
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			r := bufio.NewReader(out)
+			if line, _ := r.ReadString('\n'); line != "waiting\n" {
+				t.Fatalf("an execute printed %q, want waiting", line)
+			}
+			rest := new(bytes.Buffer)
+			go io.Copy(rest, r)
+			waiters, outs = append(waiters, cmd), append(outs, rest)
+		}
+		// All session channels but one are held: this one gets it, the
+		// one after is refused.
+		hold := c.command(context.Background(), serviceCmd, "execute", name, "--", "/bin/sh", "-c", "echo holding; read x")
+		holdIn, _ := hold.StdinPipe()
+		holdOut, _ := hold.StdoutPipe()
+		if err := hold.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Process.Kill()
+		if line, _ := bufio.NewReader(holdOut).ReadString('\n'); line != "holding\n" {
+			t.Fatalf("the fourth execute printed %q, want holding", line)
+		}
+		checkRefused(t, c.svc(t, "execute", name, "--", "/bin/true"), "sessions (execute, stop) under way")
+		holdIn.Write([]byte("\n"))
+		hold.Wait()
+		c.ok(t, "", "execute", name, "--", "/bin/touch", "/tmp/go")
+		for i, cmd := range waiters {
+			if err := cmd.Wait(); err != nil || outs[i].String() != "went\n" {
+				t.Errorf("a waiting execute: %v, rest of its output %q; want exit 0, %q", err, outs[i], "went\n")
+			}
+		}
+
+		// A stop while an execute runs stops the service; the execute
+		// ends with it.
+		long := c.command(context.Background(), serviceCmd, "execute", name, "--", "/bin/sh", "-c", "echo long; exec sleep 600")
+		longOut, _ := long.StdoutPipe()
+		if err := long.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer long.Process.Kill()
+		if line, _ := bufio.NewReader(longOut).ReadString('\n'); line != "long\n" {
+			t.Fatalf("the long execute printed %q, want long", line)
+		}
+		c.ok(t, "", "stop", name)
+		c.wantStatus(t, name, "stopped")
+		done := make(chan error, 1)
+		go func() { done <- long.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Errorf("the long execute did not end within a minute of the stop")
+		}
+	})
 }
