@@ -62,9 +62,10 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 	switch m.Type {
 	case config.HostBind:
 		if m.Source == "" {
-			// A fresh directory that goes with the state directory.
+			// A fresh directory that goes with the state directory
+			// (a service's is made once and kept).
 			m.Source = filepath.Join(r.stateDir, fmt.Sprintf("mount-%d", i))
-			return os.Mkdir(m.Source, 0o755)
+			return os.MkdirAll(m.Source, 0o755)
 		}
 		abs, err := filepath.Abs(m.Source)
 		if err != nil {

@@ -255,7 +255,20 @@ func Connect(name string, stdio IO) error {
 // or as this build of the tool makes it. A running service keeps running
 // and gets the new definition when next started.
 func Upgrade(name string) error {
-	return withService(name, func(r *run) error { return r.define() })
+	return withService(name, func(r *run) error {
+		if err := r.cfg.Validate(); err != nil {
+			return fmt.Errorf("service %q: %s: %w", name, filepath.Join(r.stateDir, config.FileName), err)
+		}
+		// A hand edit is prepared exactly as create prepares a config:
+		// image formats and filesystems found, include files staged anew.
+		if err := os.RemoveAll(filepath.Join(r.stateDir, config.GuestIncludes)); err != nil {
+			return err
+		}
+		if err := r.prepareFiles(); err != nil {
+			return fmt.Errorf("service %q: %w", name, err)
+		}
+		return r.define()
+	})
 }
 
 // Delete removes a service: domain, config and logs. A running service is

@@ -268,7 +268,9 @@ func TestServiceLifecycle(t *testing.T) {
 			t.Errorf("the first run's log does not have %q:\n%s", firstLines, tail(first, 20))
 		}
 
-		t.Run("upgrade", func(t *testing.T) { testUpgrade(t, c, uri, name) })
+		// The images the upgrade adds must outlive its subtest.
+		images := hostDir(t)
+		t.Run("upgrade", func(t *testing.T) { testUpgrade(t, c, uri, name, images) })
 
 		c.ok(t, "", "start", name)
 		c.wantStatus(t, name, "running")
@@ -363,7 +365,7 @@ func testConnect(t *testing.T, c *caller, name string) {
 
 // testUpgrade gives the stopped service 768 MiB in its saved config and
 // rebuilds its domain from it.
-func testUpgrade(t *testing.T, c *caller, uri, name string) {
+func testUpgrade(t *testing.T, c *caller, uri, name, dir string) {
 	path := c.configPath(name)
 	dec := json.NewDecoder(strings.NewReader(fileText(t, path)))
 	dec.UseNumber()
@@ -377,6 +379,13 @@ func testUpgrade(t *testing.T, c *caller, uri, name string) {
 		cfg["kernel"] = kernel
 	}
 	kernel["memory_mib"] = 768
+	// A hand-added image mount and disk carry no format or filesystem:
+	// upgrade finds them as create does.
+	cfg["mounts"] = append(asList(cfg["mounts"]), map[string]any{"type": "host-image", "target": "/mnt/hand", "source": ext4Image(t, dir, "mount.img", "hand-added"), "readonly": true})
+	if driverName(uri) == "qemu" {
+		// LXC services take no disks.
+		cfg["disks"] = append(asList(cfg["disks"]), map[string]any{"tag": "hand", "source": ext4Image(t, dir, "disk.img", "")})
+	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +398,18 @@ func testUpgrade(t *testing.T, c *caller, uri, name string) {
 	if !strings.Contains(xml, "<memory unit='KiB'>786432</memory>") {
 		t.Errorf("dumpxml %s after upgrade does not give it 786432 KiB:\n%s", name, xml)
 	}
+	saved := fileText(t, path)
+	if !strings.Contains(saved, `"fstype": "ext4"`) {
+		t.Errorf("the saved config after upgrade has no filesystem for the hand-added image:\n%s", saved)
+	}
 }
+
+// asList is a JSON list, or an empty one.
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 
 // TestServiceRestartPolicy: on-failure:N restarts a failing program N times
 // and then lets the service stop; a program that succeeds is not restarted.
