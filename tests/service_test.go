@@ -410,7 +410,6 @@ func asList(v any) []any {
 	return l
 }
 
-
 // TestServiceRestartPolicy: on-failure:N restarts a failing program N times
 // and then lets the service stop; a program that succeeds is not restarted.
 func TestServiceRestartPolicy(t *testing.T) {
