@@ -275,6 +275,7 @@ func Upgrade(name string) error {
 // refused unless force, which destroys it first.
 func Delete(name string, force bool) error {
 	return withService(name, func(r *run) error {
+		r.resync()
 		if active, _ := r.dom.IsActive(); active {
 			if !force {
 				return fmt.Errorf("service %q is running: stop it first, or delete --force", name)
@@ -284,6 +285,7 @@ func Delete(name string, force bool) error {
 		if err := r.dom.Undefine(); err != nil {
 			return libvirtError(fmt.Sprintf("deleting service %q", name), err)
 		}
+		removeLeftovers(r.cfg)
 		os.RemoveAll(LogDir(name))
 		return os.RemoveAll(serviceDir(name))
 	})

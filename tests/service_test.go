@@ -165,6 +165,12 @@ func (c *caller) remove(t *testing.T, uri, name string) {
 	if len(left) > 0 {
 		t.Errorf("domains left on %s: %v", uri, left)
 	}
+	// What libvirt keeps of a domain it ran, where this caller sees it.
+	leftovers, _ := filepath.Glob(filepath.Join("/run/libvirt/lxc", name+".*"))
+	logs, _ := filepath.Glob(filepath.Join("/var/log/libvirt/*", name+".log"))
+	if left := append(leftovers, logs...); len(left) > 0 && c.cred == nil {
+		t.Errorf("libvirt's files of %s left after delete --force: %v", name, left)
+	}
 }
 
 // wantStatus checks that status reports state.
