@@ -250,16 +250,21 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 func appChannels(cfg *config.Sandbox, stateDir string) []libvirtxml.DomainChannel {
 	var chans []libvirtxml.DomainChannel
 	for i := range config.AppChannels(cfg) {
-		sock := "app.sock"
-		if i > 0 {
-			sock = fmt.Sprintf("app%d.sock", i)
-		}
 		chans = append(chans, libvirtxml.DomainChannel{
-			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: filepath.Join(stateDir, sock)}},
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: appSocket(stateDir, i)}},
 			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannelName(i)}},
 		})
 	}
 	return chans
+}
+
+// appSocket is where QEMU listens for app channel i of a machine whose
+// state directory is stateDir.
+func appSocket(stateDir string, i int) string {
+	if i == 0 {
+		return filepath.Join(stateDir, "app.sock")
+	}
+	return filepath.Join(stateDir, fmt.Sprintf("app%d.sock", i))
 }
 
 func (qemuDriver) openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error {

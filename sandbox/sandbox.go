@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,7 +91,7 @@ type run struct {
 	// channel, while the relay runs, is failed then.
 	connLost atomic.Bool
 	chanMu   sync.Mutex
-	channel  *eventStream
+	channel  channel
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
 	// logDir is a service's log share.
@@ -226,7 +228,7 @@ func (r *run) lostConnection() {
 }
 
 // setChannel records the relay's channel for lostConnection.
-func (r *run) setChannel(ch *eventStream) {
+func (r *run) setChannel(ch channel) {
 	r.chanMu.Lock()
 	defer r.chanMu.Unlock()
 	r.channel = ch
@@ -371,33 +373,66 @@ func (r *run) relay() (console.Status, error) {
 	return status, err
 }
 
+// channel is an app channel as the relay uses it.
+type channel interface {
+	io.ReadWriteCloser
+	// fail ends a Read or Write waiting on the channel with err.
+	fail(err error)
+}
+
 // openChannel opens the first app channel no other session holds: a
 // service has several, so that sessions run side by side. Sessions hold a
 // lock per channel in the service's directory while they run: libvirt's
 // LXC driver lets any number of clients open one console.
-func (r *run) openChannel() (*eventStream, error) {
+func (r *run) openChannel() (channel, error) {
 	n := config.AppChannels(r.cfg)
 	if n == 1 {
-		ch, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, 0, st) })
-		if err != nil {
-			return nil, libvirtError("opening the sandbox's channel", err)
-		}
-		return ch, nil
+		return r.openChannelNumber(0)
 	}
 	for i := range n {
 		lock, err := lockSession(r.stateDir, i)
 		if err != nil {
 			continue
 		}
-		ch, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, i, st) })
+		ch, err := r.openChannelNumber(i)
 		if err != nil {
 			lock.Close()
-			return nil, libvirtError("opening a session channel", err)
+			return nil, err
 		}
 		r.onCleanup(func() { lock.Close() })
 		return ch, nil
 	}
 	return nil, fmt.Errorf("the service already has %d sessions (execute, stop) under way: try again when one has ended", n)
+}
+
+// openChannelNumber opens app channel i. A local QEMU machine's channel is
+// a socket of ours that QEMU listens on: the launcher connects to it
+// directly, and the program's stdio does not cross libvirtd.
+func (r *run) openChannelNumber(i int) (channel, error) {
+	if r.cfg.Driver == config.QEMU && isLocal(r.cfg.URI) {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: appSocket(r.stateDir, i), Net: "unix"})
+		if err != nil {
+			return nil, fmt.Errorf("opening the sandbox's channel: %w", err)
+		}
+		return socketChannel{c}, nil
+	}
+	ch, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openChannel(r.dom, i, st) })
+	if err != nil {
+		return nil, libvirtError("opening the sandbox's channel", err)
+	}
+	return ch, nil
+}
+
+// socketChannel is an app channel on a UNIX socket.
+type socketChannel struct{ *net.UnixConn }
+
+func (s socketChannel) fail(error) { s.Close() }
+
+// isLocal tells a libvirt URI of this machine (lxc:///, qemu:///system)
+// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
+func isLocal(uri string) bool {
+	u, err := url.Parse(uri)
+	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
 }
 
 // lockSession takes the lock of a service's session channel i, or fails
