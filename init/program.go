@@ -45,9 +45,16 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 	}
 	tty, size := g.TTY()
 	var p console.Program
-	if tty {
+	switch {
+	case tty:
 		p, err = startTTY(cmd, size)
-	} else {
+	case g.StdioSocket() != "":
+		var files [3]*os.File
+		if files, err = console.ReceiveStdio(filepath.Join(config.GuestDir, g.StdioSocket())); err != nil {
+			return err
+		}
+		p, err = startOnFiles(cmd, files)
+	default:
 		p, err = startPipes(cmd)
 	}
 	if err != nil {
@@ -236,6 +243,24 @@ func startPipes(cmd *exec.Cmd) (console.Program, error) {
 		Stderr: errR,
 		Signal: func(sig syscall.Signal) { unix.Kill(-pgid, sig) },
 	}, nil
+}
+
+// startOnFiles runs the program on the stdin, stdout and stderr the host
+// handed over, in its own process group as startPipes does. The init keeps
+// none of them open: the caller must see the end of the program's output
+// when the program is gone.
+func startOnFiles(cmd *exec.Cmd, files [3]*os.File) (console.Program, error) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = files[0], files[1], files[2]
+	cmd.SysProcAttr.Setpgid = true
+	err := cmd.Start()
+	for _, f := range files {
+		f.Close()
+	}
+	if err != nil {
+		return console.Program{}, err
+	}
+	pgid := cmd.Process.Pid
+	return console.Program{Signal: func(sig syscall.Signal) { unix.Kill(-pgid, sig) }}, nil
 }
 
 // startTTY runs the program as the leader of a new session on a fresh pty.

@@ -333,7 +333,7 @@ func (r *run) relay() (console.Status, error) {
 	if r.cfg.Debug {
 		r.followLog()
 	}
-	channel, err := r.openChannel()
+	channel, index, err := r.openChannel()
 	if err != nil {
 		return console.Status{}, err
 	}
@@ -356,6 +356,15 @@ func (r *run) relay() (console.Status, error) {
 		Size:    term.size(),
 		Signals: signals,
 		Resizes: resizes,
+	}
+	if r.handsOverStdio() {
+		handover, finish, err := r.stdioHandover(index)
+		if err != nil {
+			return console.Status{}, err
+		}
+		defer finish()
+		// The program reads its stdin itself: the relay must not.
+		host.Stdin, host.Handover = nil, handover
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -384,10 +393,11 @@ type channel interface {
 // service has several, so that sessions run side by side. Sessions hold a
 // lock per channel in the service's directory while they run: libvirt's
 // LXC driver lets any number of clients open one console.
-func (r *run) openChannel() (channel, error) {
+func (r *run) openChannel() (channel, int, error) {
 	n := config.AppChannels(r.cfg)
 	if n == 1 {
-		return r.openChannelNumber(0)
+		ch, err := r.openChannelNumber(0)
+		return ch, 0, err
 	}
 	for i := range n {
 		lock, err := lockSession(r.stateDir, i)
@@ -397,12 +407,12 @@ func (r *run) openChannel() (channel, error) {
 		ch, err := r.openChannelNumber(i)
 		if err != nil {
 			lock.Close()
-			return nil, err
+			return nil, 0, err
 		}
 		r.onCleanup(func() { lock.Close() })
-		return ch, nil
+		return ch, i, nil
 	}
-	return nil, fmt.Errorf("the service already has %d sessions (execute, stop) under way: try again when one has ended", n)
+	return nil, 0, fmt.Errorf("the service already has %d sessions (execute, stop) under way: try again when one has ended", n)
 }
 
 // openChannelNumber opens app channel i. A local QEMU machine's channel is

@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version exchanged in the handshake. Bump it whenever
 // a frame changes meaning, so a stale init is refused instead of misread.
-const Version = 2
+const Version = 3
 
 // MaxPayload bounds a frame's payload, and so the memory either end commits to
 // one frame.
@@ -36,7 +36,7 @@ type Type byte
 // that is not in raw mode yet and would echo and mangle the bytes; and
 // what the guest writes before the host has opened the channel may be lost.
 const (
-	Hello    Type = 1  // host → guest: version u32, rows u16, cols u16, flags u8, optional JSON Request
+	Hello    Type = 1  // host → guest: version u32, rows u16, cols u16, flags u8, optional JSON {request, stdio_socket}
 	Announce Type = 2  // guest → host: version u32
 	Stdin    Type = 3  // host → guest: bytes for the program's stdin
 	StdinEOF Type = 4  // host → guest: the caller's stdin ended

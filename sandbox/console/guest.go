@@ -69,6 +69,10 @@ func (g *Guest) TTY() (bool, WinSize) { return g.hello.TTY, g.hello.Size }
 // Request is what the host asked for, or nil: run the configured program.
 func (g *Guest) Request() *Request { return g.hello.Request }
 
+// StdioSocket names the socket in the config share where the host hands
+// over the program's stdio, or is empty: stdio goes in frames.
+func (g *Guest) StdioSocket() string { return g.hello.StdioSocket }
+
 // Fail reports that the program could not be run and waits for the host to
 // take note, so the report is not lost when the sandbox ends.
 func (g *Guest) Fail(f *Failed) error {
@@ -176,13 +180,19 @@ func (g *Guest) demux(p Program, stdin *stdinQueue) error {
 // host never waits on a program that is gone.
 func (g *Guest) feedStdin(w io.WriteCloser, in *stdinQueue) {
 	var broken error
+	if w == nil {
+		// The program's stdin was handed over: nothing comes here.
+		broken = io.ErrClosedPipe
+	}
 	for b := in.get(); b != nil; b = in.get() {
 		if broken == nil {
 			_, broken = w.Write(b)
 		}
 		g.w.Write(StdinAck, putU32(uint32(len(b))))
 	}
-	w.Close()
+	if w != nil {
+		w.Close()
+	}
 }
 
 func (g *Guest) pump(t Type, r io.Reader) {

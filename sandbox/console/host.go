@@ -41,6 +41,10 @@ type Host struct {
 	// Started, when set, is called once the guest has announced itself
 	// and been answered.
 	Started func()
+	// Handover, when set, hands the program's stdio to the guest as
+	// descriptors (see stdio.go); Stdin, Stdout and Stderr are then not
+	// used.
+	Handover *Handover
 }
 
 // Run speaks the protocol on conn until the program ends and reports how it
@@ -51,8 +55,18 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if err := awaitAnnounce(r); err != nil {
 		return Status{}, err
 	}
-	if err := w.Write(Hello, hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request}.encode()); err != nil {
+	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request}
+	if h.Handover != nil {
+		hi.StdioSocket = h.Handover.Name
+	}
+	if err := w.Write(Hello, hi.encode()); err != nil {
 		return Status{}, fmt.Errorf("console: sending hello: %w", err)
+	}
+	if h.Handover != nil {
+		// Beside the frames: a guest that fails before it takes the
+		// descriptors reports so in a frame.
+		defer h.Handover.Listener.Close()
+		go h.Handover.send()
 	}
 	if h.Started != nil {
 		h.Started()

@@ -38,12 +38,22 @@ type Request struct {
 
 // hello is the host's opening frame: its version, whether the program gets
 // a terminal and of which size, so the program starts with the right one,
-// and the request, if any (JSON after the fixed part).
+// and then, as JSON after the fixed part, the request, if any, and the
+// socket of a stdio handover, if any.
 type hello struct {
 	Version uint32
 	TTY     bool
 	Size    WinSize
 	Request *Request
+	// StdioSocket names the socket in the config share where the host
+	// hands over the program's stdio.
+	StdioSocket string
+}
+
+// helloExtra is the JSON part of a hello.
+type helloExtra struct {
+	Request     *Request `json:"request,omitempty"`
+	StdioSocket string   `json:"stdio_socket,omitempty"`
 }
 
 func (h hello) encode() []byte {
@@ -54,9 +64,9 @@ func (h hello) encode() []byte {
 		flags |= 1
 	}
 	b = append(b, flags)
-	if h.Request != nil {
-		// A Request of strings cannot fail to marshal.
-		j, _ := json.Marshal(h.Request)
+	if extra := (helloExtra{h.Request, h.StdioSocket}); extra != (helloExtra{}) {
+		// Strings cannot fail to marshal.
+		j, _ := json.Marshal(extra)
 		b = append(b, j...)
 	}
 	return b
@@ -78,10 +88,11 @@ func decodeHello(p []byte) (hello, error) {
 	h.Size, _ = decodeWinSize(Hello, p[4:8])
 	h.TTY = p[8]&1 != 0
 	if len(p) > 9 {
-		h.Request = new(Request)
-		if err := json.Unmarshal(p[9:], h.Request); err != nil {
+		var extra helloExtra
+		if err := json.Unmarshal(p[9:], &extra); err != nil {
 			return hello{}, fmt.Errorf("%w: hello request: %v", ErrFrame, err)
 		}
+		h.Request, h.StdioSocket = extra.Request, extra.StdioSocket
 	}
 	return h, nil
 }

@@ -71,12 +71,14 @@ func TestRequestMalformed(t *testing.T) {
 		name string
 		json string
 	}{
-		{"truncated", `{"exec":["ls"`},
+		{"truncated", `{"request":{"exec":["ls"`},
 		{"not JSON", "exec ls"},
-		{"exec not a list", `{"exec":"ls"}`},
-		{"stop not a bool", `{"stop":"yes"}`},
+		{"exec not a list", `{"request":{"exec":"ls"}}`},
+		{"stop not a bool", `{"request":{"stop":"yes"}}`},
+		{"request not an object", `{"request":["ls"]}`},
+		{"stdio socket not a string", `{"stdio_socket":1}`},
 		{"a list", `["ls"]`},
-		{"trailing data", `{"stop":true}{}`},
+		{"trailing data", `{"request":{"stop":true}}{}`},
 		{"NUL", "\x00"},
 		{"spaces only", "  "},
 	} {
@@ -110,6 +112,8 @@ func TestHelloRequestRoundTrip(t *testing.T) {
 		{Version: Version, TTY: true, Size: WinSize{Rows: 24, Cols: 80}, Request: &Request{Stop: true}},
 		{Version: Version, Request: &Request{Exec: []string{""}, Stop: true}},
 		{Version: Version, Request: &Request{}},
+		{Version: Version, StdioSocket: "stdio0.sock"},
+		{Version: Version, Request: &Request{Exec: []string{"id"}}, StdioSocket: "stdio1.sock"},
 	} {
 		got, err := decodeHello(h.encode())
 		if err != nil || !reflect.DeepEqual(got, h) {
@@ -118,7 +122,7 @@ func TestHelloRequestRoundTrip(t *testing.T) {
 	}
 	// Unknown fields are those of a newer host of the same version: read
 	// past, as encoding/json does.
-	p := append(hello{Version: Version}.encode(), `{"stop":true,"later":1}`...)
+	p := append(hello{Version: Version}.encode(), `{"request":{"stop":true,"later":1},"later":2}`...)
 	if got, err := decodeHello(p); err != nil || got.Request == nil || !got.Request.Stop {
 		t.Errorf("decodeHello(request with an unknown field) = %+v, %v, want a stop request", got, err)
 	}
@@ -138,16 +142,16 @@ func sameHello(a, b hello) bool {
 }
 
 // FuzzDecodeHelloRequest checks decodeHello on hellos of this version with
-// anything after the fixed part: refused with ErrFrame, or a request that
-// is what encoding/json makes of those bytes and encodes back to the same
-// fixed part.
+// anything after the fixed part: refused with ErrFrame, or a request and a
+// stdio socket that are what encoding/json makes of those bytes, and that
+// encode back to the same fixed part.
 func FuzzDecodeHelloRequest(f *testing.F) {
 	f.Add(uint16(24), uint16(80), byte(1), []byte(nil))
-	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"exec":["ls","-l"]}`))
-	f.Add(uint16(1), uint16(2), byte(0xff), []byte(`{"stop":true}`))
+	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"request":{"exec":["ls","-l"]}}`))
+	f.Add(uint16(1), uint16(2), byte(0xff), []byte(`{"request":{"stop":true}}`))
 	f.Add(uint16(0), uint16(0), byte(0), []byte(`null`))
-	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"exec":["ls"`))
-	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"exec":[],"stop":false}`))
+	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"request":{"exec":["ls"`))
+	f.Add(uint16(0), uint16(0), byte(0), []byte(`{"request":{"exec":[],"stop":false},"stdio_socket":"s"}`))
 	f.Fuzz(func(t *testing.T, rows, cols uint16, flags byte, req []byte) {
 		p := binary.BigEndian.AppendUint32(nil, Version)
 		p = binary.BigEndian.AppendUint16(p, rows)
@@ -162,10 +166,11 @@ func FuzzDecodeHelloRequest(f *testing.F) {
 		}
 		want := hello{Version: Version, TTY: flags&1 != 0, Size: WinSize{Rows: rows, Cols: cols}}
 		if len(req) > 0 {
-			want.Request = new(Request)
-			if err := json.Unmarshal(req, want.Request); err != nil {
+			var extra helloExtra
+			if err := json.Unmarshal(req, &extra); err != nil {
 				t.Fatalf("decodeHello(%x) = %+v, nil, but json.Unmarshal(%q) = %v", p, h, req, err)
 			}
+			want.Request, want.StdioSocket = extra.Request, extra.StdioSocket
 		}
 		if !sameHello(h, want) {
 			t.Errorf("decodeHello(%x) = %+v, want %+v", p, h, want)
