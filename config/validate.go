@@ -14,8 +14,8 @@ import (
 // in the state directory.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$`)
 
-// minQEMUMemoryMiB is the least memory a guest kernel and the init boot in.
-const minQEMUMemoryMiB = 64
+// MinQEMUMemoryMiB is the least memory a guest kernel and the init boot in.
+const MinQEMUMemoryMiB = 64
 
 // Validate reports the first problem in s as a one-line error wrapping
 // ErrInvalid and naming the field (by its JSON name) and the bad value.
@@ -254,8 +254,8 @@ func (s *Sandbox) validateKernel() error {
 	default:
 		return fmt.Errorf("kernel.virt_type %q: unknown (want kvm, qemu or empty for automatic)", k.VirtType)
 	}
-	if s.Driver == QEMU && k.MemoryMiB != 0 && k.MemoryMiB < minQEMUMemoryMiB {
-		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, minQEMUMemoryMiB)
+	if s.Driver == QEMU && k.MemoryMiB != 0 && k.MemoryMiB < MinQEMUMemoryMiB {
+		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, MinQEMUMemoryMiB)
 	}
 	return nil
 }

@@ -10,7 +10,9 @@ import (
 	"os/user"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -41,9 +43,9 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "disk", Usage: "`file:TAG=FILE[,format=raw|qcow2]`: a block device at /dev/disk/by-tag/TAG (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "rw", Usage: "make host `PATH` writable inside, at the same path (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
-		&cli.DurationFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m) and exit 124"},
+		&cli.StringFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m; a bare number is seconds, as for timeout(1)) and exit 124"},
 		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
-		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
+		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; a bare number is MiB; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
@@ -72,7 +74,9 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		URI:     uri,
 		Command: config.Command{Argv: argv},
 		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
-		Timeout: c.Duration("timeout"),
+	}
+	if s.Timeout, err = parseTimeout(c.String("timeout")); err != nil {
+		return nil, err
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
@@ -117,7 +121,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		}
 		s.Networks = append(s.Networks, n)
 	}
-	if s.Kernel, err = kernel(c); err != nil {
+	if s.Kernel, err = kernel(c, drv); err != nil {
 		return nil, err
 	}
 	s.Identity, err = identity(c)
@@ -193,7 +197,9 @@ func files(c *cli.Context, s *config.Sandbox) error {
 	return nil
 }
 
-func kernel(c *cli.Context) (config.Kernel, error) {
+// kernel reads the machine options. Their rules are checked here, where
+// the messages can name the options as typed, before Validate's backstop.
+func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 	k := config.Kernel{
 		Path:       c.String("kernpath"),
 		Version:    c.String("kernver"),
@@ -202,14 +208,47 @@ func kernel(c *cli.Context) (config.Kernel, error) {
 		VirtType:   c.String("virt-type"),
 		Cmdline:    c.String("kernel-args"),
 	}
-	if m := c.String("memory"); m != "" {
-		kib, err := config.ParseSize(m)
-		if err != nil {
-			return k, fmt.Errorf("--memory: %w", err)
-		}
-		k.MemoryMiB = (kib + 1023) / 1024
+	if c.IsSet("vcpus") && k.VCPUs == 0 {
+		return k, fmt.Errorf("%w: --vcpus 0: want at least 1", config.ErrInvalid)
 	}
+	switch k.VirtType {
+	case "", "kvm", "qemu":
+	default:
+		return k, fmt.Errorf("%w: --virt-type %q: unknown (want kvm or qemu)", config.ErrInvalid, k.VirtType)
+	}
+	m := c.String("memory")
+	if m == "" {
+		return k, nil
+	}
+	mib, err := config.ParseMemory(m)
+	if err != nil {
+		return k, err
+	}
+	if drv == config.QEMU && mib < config.MinQEMUMemoryMiB {
+		return k, fmt.Errorf("%w: --memory %q: too small for a QEMU guest (want at least %dM)", config.ErrInvalid, m, config.MinQEMUMemoryMiB)
+	}
+	k.MemoryMiB = mib
 	return k, nil
+}
+
+// parseTimeout reads --timeout: a Go duration, or a bare number of seconds
+// as timeout(1) reads it. Zero or empty means no time-out, as for timeout(1).
+func parseTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		secs, serr := strconv.ParseUint(s, 10, 32)
+		if serr != nil {
+			return 0, fmt.Errorf("%w: --timeout %q: want a duration such as 90s or 10m, or a number of seconds", config.ErrInvalid, s)
+		}
+		d = time.Duration(secs) * time.Second
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%w: --timeout %q: negative", config.ErrInvalid, s)
+	}
+	return d, nil
 }
 
 func identity(c *cli.Context) (config.Identity, error) {

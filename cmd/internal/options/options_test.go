@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -93,8 +94,15 @@ func TestConfigErrors(t *testing.T) {
 		{args: []string{"-e", "NOVALUE", "true"}, want: "NOVALUE"},
 		{args: []string{"-n", "bad/name", "true"}, want: "bad/name"},
 		{args: []string{"--virt-type", "xen", "-c", "qemu:///session", "true"}, want: "xen"},
-		// Config validates: QEMU cannot boot in 1 MiB.
-		{args: []string{"--memory", "1M", "-c", "qemu:///session", "true"}, want: "memory"},
+		// QEMU cannot boot in 1 MiB; the message names the option as typed.
+		{args: []string{"--memory", "1M", "-c", "qemu:///session", "true"}, want: `--memory "1M": too small`},
+		{args: []string{"--memory", "300K", "-c", "qemu:///session", "true"}, want: `--memory "300K": too small`},
+		{args: []string{"--memory", "0", "true"}, want: `--memory "0"`},
+		{args: []string{"--vcpus", "0", "true"}, want: "--vcpus 0"},
+		{args: []string{"--virt-type", "xen", "true"}, want: `--virt-type "xen"`},
+		{args: []string{"--timeout", "-5s", "true"}, want: `--timeout "-5s": negative`},
+		{args: []string{"--timeout", "soon", "true"}, want: `--timeout "soon"`},
+		{args: []string{"--timeout", "1.5", "true"}, want: `--timeout "1.5"`},
 	} {
 		cfg, err := configOf(t, tt.args...)
 		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(fmt.Sprint(err), tt.want) {
@@ -267,8 +275,9 @@ func TestConfigKernel(t *testing.T) {
 		{args: []string{"true"}, want: config.Kernel{}},
 		{args: []string{"--memory", "2G", "true"}, want: config.Kernel{MemoryMiB: 2048}},
 		{args: []string{"--memory", "512M", "true"}, want: config.Kernel{MemoryMiB: 512}},
-		// Sizes round up to whole MiB: never less than asked.
-		{args: []string{"--memory", "1", "true"}, want: config.Kernel{MemoryMiB: 1}},
+		// A bare number is MiB, as for qemu -m; other sizes round up to
+		// whole MiB: never less than asked.
+		{args: []string{"--memory", "300", "-c", "qemu:///system", "true"}, want: config.Kernel{MemoryMiB: 300}},
 		{args: []string{"--memory", "1536K", "true"}, want: config.Kernel{MemoryMiB: 2}},
 		{
 			args: []string{"-c", "qemu:///session", "--memory", "1G", "--vcpus", "4", "--kernpath", "/boot/k", "--kernver", "6.1.0", "--kmodpath", "/m", "--virt-type", "qemu", "--kernel-args", "a=1 b", "true"},
@@ -277,6 +286,30 @@ func TestConfigKernel(t *testing.T) {
 	} {
 		if cfg := mustConfig(t, tt.args...); cfg.Kernel != tt.want {
 			t.Errorf("Config(%q).Kernel = %+v, want %+v", tt.args, cfg.Kernel, tt.want)
+		}
+	}
+}
+
+func TestConfigTimeout(t *testing.T) {
+	clearDebugEnv(t)
+	for _, tt := range []struct {
+		arg  string
+		want time.Duration
+	}{
+		{arg: "", want: 0},
+		{arg: "0", want: 0},
+		{arg: "90s", want: 90 * time.Second},
+		{arg: "10m", want: 10 * time.Minute},
+		{arg: "1h30m", want: 90 * time.Minute},
+		// A bare number is seconds, as for timeout(1).
+		{arg: "90", want: 90 * time.Second},
+	} {
+		args := []string{"true"}
+		if tt.arg != "" {
+			args = []string{"--timeout", tt.arg, "true"}
+		}
+		if cfg := mustConfig(t, args...); cfg.Timeout != tt.want {
+			t.Errorf("Config(%q).Timeout = %v, want %v", args, cfg.Timeout, tt.want)
 		}
 	}
 }
