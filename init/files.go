@@ -81,8 +81,11 @@ func setupFiles(b *boot) error {
 			return fmt.Errorf("overlay root: %w", err)
 		}
 	}
-	// Before the user's mounts, which may go inside /tmp.
+	// Before the user's mounts, which may go inside /tmp or over /run.
 	if err := mountAll(scratch); err != nil {
+		return err
+	}
+	if err := openRun(b); err != nil {
 		return err
 	}
 	mounts := append([]config.Mount(nil), cfg.Mounts...)
@@ -99,7 +102,7 @@ func setupFiles(b *boot) error {
 			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, err)
 		}
 	}
-	if err := copyIncludes(cfg); err != nil {
+	if err := copyIncludes(b); err != nil {
 		return err
 	}
 	if overlay && !cfg.WritableRoot {
@@ -169,25 +172,27 @@ func overlayRoot() error {
 }
 
 // copyIncludes copies the files the launcher staged in the config share to
-// their places, owned by the program's identity.
-func copyIncludes(cfg *config.Sandbox) error {
-	if len(cfg.Includes) == 0 {
+// their places, owned by the program's identity. The share is read through
+// the sandbox's own /run, which a user's mount may hide by now.
+func copyIncludes(b *boot) error {
+	if len(b.cfg.Includes) == 0 {
 		return nil
 	}
-	id, err := resolveIdentity(cfg.Identity)
+	id, err := resolveIdentity(b.cfg.Identity)
 	if err != nil {
 		return err
 	}
-	src := filepath.Join(config.GuestDir, config.GuestIncludes)
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	src := inRun(filepath.Join(config.GuestDir, config.GuestIncludes))
+	fsys := b.ownRun.FS()
+	return fs.WalkDir(fsys, src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
-		dst := filepath.Join("/", rel)
 		if p == src {
 			return nil
 		}
+		rel, _ := filepath.Rel(src, p)
+		dst := filepath.Join("/", rel)
 		fi, err := d.Info()
 		if err != nil {
 			return err
@@ -197,11 +202,11 @@ func copyIncludes(cfg *config.Sandbox) error {
 			err = os.MkdirAll(dst, fi.Mode().Perm())
 		case fi.Mode()&fs.ModeSymlink != 0:
 			var link string
-			if link, err = os.Readlink(p); err == nil {
+			if link, err = fs.ReadLink(fsys, p); err == nil {
 				err = os.Symlink(link, dst)
 			}
 		default:
-			err = copyFile(p, dst, fi.Mode().Perm())
+			err = copyFile(fsys, p, dst, fi.Mode().Perm())
 		}
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
@@ -210,8 +215,8 @@ func copyIncludes(cfg *config.Sandbox) error {
 	})
 }
 
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
+func copyFile(fsys fs.FS, src, dst string, mode fs.FileMode) error {
+	in, err := fsys.Open(src)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ type boot struct {
 	guest   *console.Guest
 	debug   bool
 	start   time.Time
+	// run is the sandbox's own /run, held from before the user's mounts.
+	ownRun *os.Root
 }
 
 // step is one named stage of bringing the sandbox up; the lists of steps per
