@@ -75,11 +75,11 @@ func blockDevice(serial string) (string, error) {
 // it takes to make them, and is read-only again afterwards.
 func setupFiles(b *boot) error {
 	cfg := b.cfg
-	overlay := cfg.WritableRoot || missingMountPoint(cfg.Mounts)
-	if overlay {
+	if !b.overlaid && (cfg.WritableRoot || missingMountPoint(cfg.Mounts)) {
 		if err := overlayRoot(); err != nil {
 			return fmt.Errorf("overlay root: %w", err)
 		}
+		b.overlaid = true
 	}
 	// Before the user's mounts, which may go inside /tmp or over /run.
 	if err := mountAll(scratch); err != nil {
@@ -105,7 +105,7 @@ func setupFiles(b *boot) error {
 	if err := copyIncludes(b); err != nil {
 		return err
 	}
-	if overlay && !cfg.WritableRoot {
+	if b.overlaid && !cfg.WritableRoot {
 		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("making the root read-only again: %w", err)
 		}
@@ -151,24 +151,63 @@ func userMount(m config.Mount, stage string) error {
 }
 
 // overlayRoot replaces the root by an overlay of a tmpfs over it. The
-// tmpfs is first mounted on /tmp, a mount point every root has; the kernel
+// tmpfs goes on /tmp, a mount point every root has by now; the kernel
 // filesystems and /run move into the new root.
 func overlayRoot() error {
-	const base = "/tmp"
-	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
-		return err
-	}
-	for _, d := range []string{"upper", "work", "root"} {
-		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
-			return err
-		}
-	}
-	root := base + "/root"
-	opts := "lowerdir=/,upperdir=" + base + "/upper,workdir=" + base + "/work"
-	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+	root, err := overlay("/", "/tmp")
+	if err != nil {
 		return err
 	}
 	return switchRoot(root)
+}
+
+// overlay mounts a tmpfs on base and, in it, an overlay of a writable
+// layer over the tree at lower; it returns where the overlay is.
+func overlay(lower, base string) (string, error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
+		return "", err
+	}
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	root := base + "/root"
+	opts := "lowerdir=" + lower + ",upperdir=" + base + "/upper,workdir=" + base + "/work"
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		return "", fmt.Errorf("overlay over %s: %w", lower, err)
+	}
+	return root, nil
+}
+
+// completeRoot makes a root at dir whole: when it lacks a mount point the
+// drivers and the init mount on, an overlay on base is laid over it and
+// the missing ones made there. It returns the root to switch to, and
+// whether it is that overlay (which is read-only again once the mounts are
+// made, unless the root is to be writable).
+func completeRoot(dir, base string) (string, bool, error) {
+	var missing []string
+	for _, d := range config.RootMountPoints {
+		if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return dir, false, nil
+	}
+	root, err := overlay(dir, base)
+	if err != nil {
+		return "", false, err
+	}
+	for _, d := range missing {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return "", false, fmt.Errorf("mount point /%s: %w", d, err)
+		}
+	}
+	return root, true, nil
 }
 
 // copyIncludes copies the files the launcher staged in the config share to
