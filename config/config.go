@@ -241,6 +241,10 @@ const (
 	LogTag     = "sandbox-log"
 )
 
+// PrivateDirs are the directories every sandbox has its own of, writable,
+// hiding the host's: a tmpfs on each.
+var PrivateDirs = []string{"/tmp", "/dev/shm", "/run"}
+
 // RootMountPoints are the directories of the root the drivers and the init
 // mount on. A root need not have them: the init makes the missing ones in a
 // tmpfs overlay, and the root is read-only again before the program runs.

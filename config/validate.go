@@ -261,7 +261,7 @@ func (s *Sandbox) validateKernel() error {
 }
 
 // validateIncludes checks that every include lands somewhere writable that
-// the sandbox has: a writable mount or a writable root.
+// the sandbox has.
 func (s *Sandbox) validateIncludes() error {
 	for i, inc := range s.Includes {
 		if err := checkPath(inc.Guest); err != nil {
@@ -273,18 +273,30 @@ func (s *Sandbox) validateIncludes() error {
 		if inc.Host == "" || checkNoNUL(inc.Host) != nil {
 			return fmt.Errorf("includes[%d].host %q: want a host path", i, inc.Host)
 		}
-		if !s.WritableRoot && !s.underWritableMount(inc.Guest) {
-			return fmt.Errorf("includes[%d].guest %q: not under a writable host-bind, host-image or ram mount (or give a writable root)", i, inc.Guest)
+		if !s.Writable(inc.Guest) {
+			return fmt.Errorf("includes[%d].guest %q: %s", i, inc.Guest, NotWritable)
 		}
 	}
 	return nil
 }
 
-func (s *Sandbox) underWritableMount(p string) bool {
-	for _, m := range s.Mounts {
-		if m.Type != GuestBind && !m.ReadOnly && strings.HasPrefix(p, m.Target+"/") {
-			return true
+// NotWritable says where a file can be put, for a path that is not there.
+const NotWritable = "not in a writable place (the sandbox's own /tmp, /dev/shm or /run, a writable host-bind, host-image or ram mount, or a writable root)"
+
+// Writable tells whether the program can write inside p, an absolute clean
+// path: the innermost mount around it decides, a user's mount before the
+// sandbox's own /tmp, /dev/shm and /run; outside them, the root.
+func (s *Sandbox) Writable(p string) bool {
+	target, writable := "/", s.WritableRoot
+	for _, d := range PrivateDirs {
+		if strings.HasPrefix(p, d+"/") && len(d) > len(target) {
+			target, writable = d, true
 		}
 	}
-	return false
+	for _, m := range s.Mounts {
+		if strings.HasPrefix(p, m.Target+"/") && len(m.Target) >= len(target) {
+			target, writable = m.Target, m.Type != GuestBind && !m.ReadOnly
+		}
+	}
+	return writable
 }

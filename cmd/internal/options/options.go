@@ -105,12 +105,6 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 	if err := files(c, s); err != nil {
 		return nil, err
 	}
-	if s.Root == "" {
-		// The host's root: the caller's directory exists there too.
-		if wd, err := os.Getwd(); err == nil {
-			s.Command.Dir = wd
-		}
-	}
 	if s.Command.Dir == "" {
 		s.Command.Dir = "/"
 	}
@@ -147,35 +141,23 @@ func DriverOf(uri string) (config.Driver, error) {
 	return "", fmt.Errorf("%w: -c %q: unsupported driver %q (want lxc or qemu)", config.ErrInvalid, uri, scheme)
 }
 
-// files fills in the sandbox's root, mounts, includes and disks.
+// files fills in the sandbox's root, working directory, mounts, includes
+// and disks.
 func files(c *cli.Context, s *config.Sandbox) error {
 	s.Root = c.String("root")
 	s.WritableRoot = c.Bool("writable-root")
+	if s.Root == "" {
+		// The host's root: the caller's directory exists there too.
+		if wd, err := os.Getwd(); err == nil {
+			s.Command.Dir = wd
+		}
+	}
 	for _, spec := range c.StringSlice("mount") {
 		m, err := config.ParseMount(spec)
 		if err != nil {
 			return err
 		}
 		s.Mounts = append(s.Mounts, m)
-	}
-	specs := c.StringSlice("include")
-	for _, file := range c.StringSlice("includefile") {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf("%w: -I %q: %v", config.ErrInvalid, file, err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-				specs = append(specs, line)
-			}
-		}
-	}
-	for _, spec := range specs {
-		inc, err := config.ParseInclude(spec)
-		if err != nil {
-			return err
-		}
-		s.Includes = append(s.Includes, inc)
 	}
 	for _, p := range c.StringSlice("rw") {
 		abs, err := filepath.Abs(p)
@@ -184,8 +166,9 @@ func files(c *cli.Context, s *config.Sandbox) error {
 		}
 		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: abs, Source: abs})
 	}
-	if dir, ok := hiddenProgramDir(s); ok {
-		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: dir, Source: dir})
+	s.Mounts = append(s.Mounts, callerMounts(s)...)
+	if err := includes(c, s); err != nil {
+		return err
 	}
 	for _, spec := range c.StringSlice("disk") {
 		d, err := config.ParseDisk(spec)
@@ -193,6 +176,38 @@ func files(c *cli.Context, s *config.Sandbox) error {
 			return err
 		}
 		s.Disks = append(s.Disks, d)
+	}
+	return nil
+}
+
+// includes reads -i and -I, and checks that each lands somewhere writable
+// while the option as typed is known.
+func includes(c *cli.Context, s *config.Sandbox) error {
+	type spec struct{ opt, text string }
+	var specs []spec
+	for _, text := range c.StringSlice("include") {
+		specs = append(specs, spec{"-i", text})
+	}
+	for _, file := range c.StringSlice("includefile") {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("%w: -I %q: %v", config.ErrInvalid, file, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				specs = append(specs, spec{"-I " + file + ":", line})
+			}
+		}
+	}
+	for _, sp := range specs {
+		inc, err := config.ParseInclude(sp.text)
+		if err != nil {
+			return err
+		}
+		if !s.Writable(inc.Guest) {
+			return fmt.Errorf("%w: %s %q: %s is %s", config.ErrInvalid, sp.opt, sp.text, inc.Guest, config.NotWritable)
+		}
+		s.Includes = append(s.Includes, inc)
 	}
 	return nil
 }
@@ -281,31 +296,6 @@ func passEnv(pattern string, environ []string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// hiddenProgramDir is the directory of a program named by an absolute path
-// under /tmp, which the sandbox would not see (it has a /tmp of its own):
-// go test -exec runs test binaries from its build directory there, and reads
-// back what they write next to them (coverage profiles). It is shared,
-// writable, at the same path.
-func hiddenProgramDir(s *config.Sandbox) (string, bool) {
-	prog := s.Command.Argv[0]
-	if !filepath.IsAbs(prog) || s.Root != "" {
-		return "", false
-	}
-	dir := filepath.Dir(filepath.Clean(prog))
-	if !strings.HasPrefix(dir+"/", "/tmp/") || dir == "/tmp" {
-		return "", false
-	}
-	for _, m := range s.Mounts {
-		if m.Target == dir || strings.HasPrefix(dir+"/", m.Target+"/") {
-			return "", false
-		}
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", false
-	}
-	return dir, true
 }
 
 // HasEnv tells whether env sets key.
