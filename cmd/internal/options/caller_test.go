@@ -83,7 +83,9 @@ func TestConfigCallerMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(elsewhere)
-	ro := func(d string) config.Mount { return config.Mount{Type: config.HostBind, Target: d, Source: d, ReadOnly: true} }
+	ro := func(d string) config.Mount {
+		return config.Mount{Type: config.HostBind, Target: d, Source: d, ReadOnly: true}
+	}
 	rw := func(d string) config.Mount { return config.Mount{Type: config.HostBind, Target: d, Source: d} }
 	for _, tt := range []struct {
 		name string
