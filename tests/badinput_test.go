@@ -23,8 +23,11 @@ func TestBadInput(t *testing.T) {
 		{"bad name", []string{"-n", "a/b", "/bin/true"}, `"a/b"`},
 		{"unknown option", []string{"--no-such-option", "/bin/true"}, "no-such-option"},
 		{"no command", nil, "no command"},
-		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `"lots"`},
-		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `"xen"`},
+		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `--memory "lots"`},
+		{"memory too small", []string{"-c", "qemu:///system", "--memory", "300K", "/bin/true"}, `--memory "300K": too small`},
+		{"no vcpus", []string{"-c", "qemu:///system", "--vcpus", "0", "/bin/true"}, "--vcpus 0"},
+		{"negative timeout", []string{"--timeout", "-5s", "/bin/true"}, `--timeout "-5s"`},
+		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leftovers()

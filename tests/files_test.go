@@ -559,7 +559,7 @@ func TestFileBadInput(t *testing.T) {
 		{"missing image", []string{"-m", "host-image:/d=" + dir + "/nonexistent.img"}, dir + "/nonexistent.img", false},
 		{"qcow2 given as raw", []string{"-m", "host-image:/d=" + qcow + ",format=raw"}, qcow, false},
 		{"missing root", []string{"-r", "/nonexistent-root"}, "/nonexistent-root", false},
-		{"include outside writable mounts", []string{"-i", "/etc/x=/etc/hosts"}, `"/etc/x"`, false},
+		{"include outside writable places", []string{"-i", "/etc/x=/etc/hosts"}, `-i "/etc/x=/etc/hosts": /etc/x is not in a writable place`, false},
 		{"missing include", []string{"-m", "ram:/mem=1M", "-i", "/mem/x=" + dir + "/nonexistent"}, dir + "/nonexistent", false},
 	}
 	if _, err := os.Stat("/dev/nbd0"); err != nil {
