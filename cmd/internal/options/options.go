@@ -58,6 +58,13 @@ func Flags() []cli.Flag {
 // Config builds the sandbox config from the parsed options and the command
 // line (the program and its arguments).
 func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
+	return ConfigOnRoot(c, argv, c.String("root"))
+}
+
+// ConfigOnRoot is Config for a root the command chose (an image's) instead
+// of -r: what depends on the root (the working directory, the caller's
+// directories shared at their paths) must know it from the start.
+func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: no command given", config.ErrInvalid)
 	}
@@ -74,6 +81,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		URI:     uri,
 		Command: config.Command{Argv: argv},
 		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+		Root:    root,
 	}
 	if s.Timeout, err = parseTimeout(c.String("timeout")); err != nil {
 		return nil, err
@@ -141,10 +149,9 @@ func DriverOf(uri string) (config.Driver, error) {
 	return "", fmt.Errorf("%w: -c %q: unsupported driver %q (want lxc or qemu)", config.ErrInvalid, uri, scheme)
 }
 
-// files fills in the sandbox's root, working directory, mounts, includes
-// and disks.
+// files fills in, for the sandbox's root, its working directory, mounts,
+// includes and disks.
 func files(c *cli.Context, s *config.Sandbox) error {
-	s.Root = c.String("root")
 	s.WritableRoot = c.Bool("writable-root")
 	if s.Root == "" {
 		// The host's root: the caller's directory exists there too.
