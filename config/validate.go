@@ -46,8 +46,16 @@ func (s *Sandbox) Validate() error {
 }
 
 func (s *Sandbox) validateName() error {
-	if !nameRE.MatchString(s.Name) {
-		return fmt.Errorf("name %q: want 1-64 letters, digits, '_', '.', '+' or '-', starting with a letter or digit", s.Name)
+	if err := CheckName(s.Name); err != nil {
+		return fmt.Errorf("name %q: %v", s.Name, err)
+	}
+	return nil
+}
+
+// CheckName checks a sandbox name; the error is the bare reason.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return errors.New("want 1-64 letters, digits, '_', '.', '+' or '-', starting with a letter or digit")
 	}
 	return nil
 }

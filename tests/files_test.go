@@ -554,7 +554,7 @@ func TestFileBadInput(t *testing.T) {
 		{"relative target", []string{"-m", "host-bind:d=/tmp"}, `"d"`, false},
 		{"unknown image format", []string{"-m", "host-image:/d=" + raw + ",format=vmdk"}, `"vmdk"`, false},
 		{"unknown disk format", []string{"--disk", "file:a=" + x + ",format=vmdk"}, `"vmdk"`, false},
-		{"duplicate tag", []string{"--disk", "file:a=" + x, "--disk", "file:a=" + y}, `"a"`, false},
+		{"duplicate tag", []string{"--disk", "file:a=" + x, "--disk", "file:a=" + y}, "tag a already used by --disk", false},
 		{"not a filesystem image", []string{"-m", "host-image:/d=/etc/passwd"}, "no known filesystem", true},
 		{"missing image", []string{"-m", "host-image:/d=" + dir + "/nonexistent.img"}, dir + "/nonexistent.img", false},
 		{"qcow2 given as raw", []string{"-m", "host-image:/d=" + qcow + ",format=raw"}, qcow, false},

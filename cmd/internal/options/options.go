@@ -88,6 +88,8 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
+	} else if err := config.CheckName(s.Name); err != nil {
+		return nil, fmt.Errorf("%w: -n %q: %v", config.ErrInvalid, s.Name, err)
 	}
 	s.TTY = c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
 	s.Command.Env = []string{"PATH=" + DefaultPath}
@@ -159,29 +161,62 @@ func files(c *cli.Context, s *config.Sandbox) error {
 			s.Command.Dir = wd
 		}
 	}
+	if err := mounts(c, s); err != nil {
+		return err
+	}
+	s.Mounts = append(s.Mounts, callerMounts(s)...)
+	if err := includes(c, s); err != nil {
+		return err
+	}
+	return disks(c, s)
+}
+
+// mounts reads -m and --rw; a target given twice is refused here, where
+// both options are known as typed.
+func mounts(c *cli.Context, s *config.Sandbox) error {
+	used := map[string]string{} // target: the option that took it
+	add := func(m config.Mount, opt string) error {
+		if prev, dup := used[m.Target]; dup {
+			return fmt.Errorf("%w: %s: target %s already used by %s", config.ErrInvalid, opt, m.Target, prev)
+		}
+		used[m.Target] = opt
+		s.Mounts = append(s.Mounts, m)
+		return nil
+	}
 	for _, spec := range c.StringSlice("mount") {
 		m, err := config.ParseMount(spec)
 		if err != nil {
 			return err
 		}
-		s.Mounts = append(s.Mounts, m)
+		if err := add(m, fmt.Sprintf("-m %q", spec)); err != nil {
+			return err
+		}
 	}
 	for _, p := range c.StringSlice("rw") {
 		abs, err := filepath.Abs(p)
 		if err != nil {
 			return err
 		}
-		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: abs, Source: abs})
+		if err := add(config.Mount{Type: config.HostBind, Target: abs, Source: abs}, fmt.Sprintf("--rw %q", p)); err != nil {
+			return err
+		}
 	}
-	s.Mounts = append(s.Mounts, callerMounts(s)...)
-	if err := includes(c, s); err != nil {
-		return err
-	}
+	return nil
+}
+
+// disks reads --disk; a tag given twice is refused here, where both options
+// are known as typed.
+func disks(c *cli.Context, s *config.Sandbox) error {
+	used := map[string]string{} // tag: the option that took it
 	for _, spec := range c.StringSlice("disk") {
 		d, err := config.ParseDisk(spec)
 		if err != nil {
 			return err
 		}
+		if prev, dup := used[d.Tag]; dup {
+			return fmt.Errorf("%w: --disk %q: tag %s already used by --disk %q", config.ErrInvalid, spec, d.Tag, prev)
+		}
+		used[d.Tag] = spec
 		s.Disks = append(s.Disks, d)
 	}
 	return nil

@@ -103,6 +103,11 @@ func TestConfigErrors(t *testing.T) {
 		{args: []string{"--timeout", "-5s", "true"}, want: `--timeout "-5s": negative`},
 		{args: []string{"--timeout", "soon", "true"}, want: `--timeout "soon"`},
 		{args: []string{"--timeout", "1.5", "true"}, want: `--timeout "1.5"`},
+		// Errors name the options as typed, never the config's fields.
+		{args: []string{"-n", "a/b", "true"}, want: `-n "a/b": want`},
+		{args: []string{"-m", "ram:/x=1M", "-m", "ram:/x/=2M", "true"}, want: `-m "ram:/x/=2M": target /x already used by -m "ram:/x=1M"`},
+		{args: []string{"-m", "ram:/srv=1M", "--rw", "/srv", "true"}, want: `--rw "/srv": target /srv already used by -m "ram:/srv=1M"`},
+		{args: []string{"--disk", "file:a=/x", "--disk", "file:a=/y", "true"}, want: `--disk "file:a=/y": tag a already used by --disk "file:a=/x"`},
 	} {
 		cfg, err := configOf(t, tt.args...)
 		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(fmt.Sprint(err), tt.want) {
