@@ -83,7 +83,7 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
 		Root:    root,
 	}
-	if s.Timeout, err = parseTimeout(c.String("timeout")); err != nil {
+	if s.Timeout, err = ParseTimeout(c.String("timeout")); err != nil {
 		return nil, err
 	}
 	if s.Name == "" {
@@ -288,9 +288,9 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 	return k, nil
 }
 
-// parseTimeout reads --timeout: a Go duration, or a bare number of seconds
+// ParseTimeout reads --timeout: a Go duration, or a bare number of seconds
 // as timeout(1) reads it. Zero or empty means no time-out, as for timeout(1).
-func parseTimeout(s string) (time.Duration, error) {
+func ParseTimeout(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
