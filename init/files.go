@@ -118,8 +118,9 @@ func setupFiles(b *boot) error {
 func missingMountPoint(mounts []config.Mount) bool {
 	for _, m := range mounts {
 		inside := false
-		for _, sc := range scratch {
-			inside = inside || strings.HasPrefix(m.Target, sc.target+"/")
+		// The sandbox's own /tmp, /dev/shm and /run are tmpfs.
+		for _, d := range config.PrivateDirs {
+			inside = inside || strings.HasPrefix(m.Target, d+"/")
 		}
 		for _, o := range mounts {
 			inside = inside || strings.HasPrefix(m.Target, o.Target+"/")

@@ -188,6 +188,8 @@ func TestMissingMountPoint(t *testing.T) {
 		// The scratch tmpfs is mounted before the user's mounts.
 		{"under /tmp", []string{"/tmp/virt-sandbox-test-missing/deep"}, false},
 		{"under /dev/shm", []string{"/dev/shm/virt-sandbox-test-missing"}, false},
+		// So is the sandbox's own /run (the caller's directory may be in it).
+		{"under /run", []string{"/run/user/virt-sandbox-test-missing"}, false},
 		// A name that only starts like /tmp is not inside it.
 		{"beside /tmp", []string{"/tmpvirt-sandbox-test-missing"}, true},
 		{"beside a mount", []string{"/proc", "/procvirt-sandbox-test-missing"}, true},
