@@ -92,25 +92,8 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		return nil, fmt.Errorf("%w: -n %q: %v", config.ErrInvalid, s.Name, err)
 	}
 	s.TTY = c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
-	s.Command.Env = []string{"PATH=" + DefaultPath}
-	if t := os.Getenv("TERM"); s.TTY && t != "" {
-		s.Command.Env = append(s.Command.Env, "TERM="+t)
-	}
-	for _, pattern := range c.StringSlice("pass-env") {
-		passed, err := passEnv(pattern, os.Environ())
-		if err != nil {
-			return nil, err
-		}
-		for _, kv := range passed {
-			s.Command.Env = SetEnv(s.Command.Env, kv)
-		}
-	}
-	for _, e := range c.StringSlice("env") {
-		kv, err := config.ParseEnv(e)
-		if err != nil {
-			return nil, err
-		}
-		s.Command.Env = SetEnv(s.Command.Env, kv)
+	if s.Command.Env, err = environment(c, s.TTY); err != nil {
+		return nil, err
 	}
 	if err := files(c, s); err != nil {
 		return nil, err
@@ -133,6 +116,32 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		return nil, err
 	}
 	return s, s.Validate()
+}
+
+// environment is the program's: the default PATH, TERM on a terminal,
+// then --pass-env, then -e.
+func environment(c *cli.Context, tty bool) ([]string, error) {
+	env := []string{"PATH=" + DefaultPath}
+	if t := os.Getenv("TERM"); tty && t != "" {
+		env = append(env, "TERM="+t)
+	}
+	for _, pattern := range c.StringSlice("pass-env") {
+		passed, err := passEnv(pattern, os.Environ())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range passed {
+			env = SetEnv(env, kv)
+		}
+	}
+	for _, e := range c.StringSlice("env") {
+		kv, err := config.ParseEnv(e)
+		if err != nil {
+			return nil, err
+		}
+		env = SetEnv(env, kv)
+	}
+	return env, nil
 }
 
 // DriverOf names the driver of a libvirt URI such as qemu+ssh://host/system.
