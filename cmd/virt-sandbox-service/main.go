@@ -86,17 +86,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			Name:      "stop",
 			Usage:     "ask the service's program to end; destroy the sandbox if it has not within the timeout",
 			ArgsUsage: "NAME",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "timeout", Value: "10s", Usage: "how long to wait (`DURATION`, e.g. 30s, or a bare number of seconds)"}},
+			Flags:     []cli.Flag{&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait"}},
 			Action: func(c *cli.Context) error {
 				n, err := name(c)
 				if err != nil {
 					return err
 				}
-				timeout, err := options.ParseTimeout(c.String("timeout"))
-				if err != nil {
-					return err
-				}
-				return sandbox.Stop(n, timeout)
+				return sandbox.Stop(n, c.Duration("timeout"))
 			},
 		},
 		cmd(simple("stop, then start a service", func(n string) error {

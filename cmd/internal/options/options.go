@@ -10,9 +10,7 @@ import (
 	"os/user"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -43,7 +41,7 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "disk", Usage: "`file:TAG=FILE[,format=raw|qcow2]`: a block device at /dev/disk/by-tag/TAG (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "rw", Usage: "make host `PATH` writable inside, at the same path (repeatable)", Category: "Files"},
 		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
-		&cli.StringFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m; a bare number is seconds, as for timeout(1)) and exit 124"},
+		&cli.DurationFlag{Name: "timeout", Usage: "destroy the sandbox after `DURATION` (e.g. 90s, 10m) and exit 124"},
 		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; a bare number is MiB; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
@@ -81,10 +79,8 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		URI:     uri,
 		Command: config.Command{Argv: argv},
 		Debug:   c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+		Timeout: c.Duration("timeout"),
 		Root:    root,
-	}
-	if s.Timeout, err = ParseTimeout(c.String("timeout")); err != nil {
-		return nil, err
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
@@ -295,26 +291,6 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 	}
 	k.MemoryMiB = mib
 	return k, nil
-}
-
-// ParseTimeout reads --timeout: a Go duration, or a bare number of seconds
-// as timeout(1) reads it. Zero or empty means no time-out, as for timeout(1).
-func ParseTimeout(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		secs, serr := strconv.ParseUint(s, 10, 32)
-		if serr != nil {
-			return 0, fmt.Errorf("%w: --timeout %q: want a duration such as 90s or 10m, or a number of seconds", config.ErrInvalid, s)
-		}
-		d = time.Duration(secs) * time.Second
-	}
-	if d < 0 {
-		return 0, fmt.Errorf("%w: --timeout %q: negative", config.ErrInvalid, s)
-	}
-	return d, nil
 }
 
 func identity(c *cli.Context) (config.Identity, error) {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -100,9 +99,6 @@ func TestConfigErrors(t *testing.T) {
 		{args: []string{"--memory", "0", "true"}, want: `--memory "0"`},
 		{args: []string{"--vcpus", "0", "true"}, want: "--vcpus 0"},
 		{args: []string{"--virt-type", "xen", "true"}, want: `--virt-type "xen"`},
-		{args: []string{"--timeout", "-5s", "true"}, want: `--timeout "-5s": negative`},
-		{args: []string{"--timeout", "soon", "true"}, want: `--timeout "soon"`},
-		{args: []string{"--timeout", "1.5", "true"}, want: `--timeout "1.5"`},
 		// Errors name the options as typed, never the config's fields.
 		{args: []string{"-n", "a/b", "true"}, want: `-n "a/b": want`},
 		{args: []string{"-m", "ram:/x=1M", "-m", "ram:/x/=2M", "true"}, want: `-m "ram:/x/=2M": target /x already used by -m "ram:/x=1M"`},
@@ -291,30 +287,6 @@ func TestConfigKernel(t *testing.T) {
 	} {
 		if cfg := mustConfig(t, tt.args...); cfg.Kernel != tt.want {
 			t.Errorf("Config(%q).Kernel = %+v, want %+v", tt.args, cfg.Kernel, tt.want)
-		}
-	}
-}
-
-func TestConfigTimeout(t *testing.T) {
-	clearDebugEnv(t)
-	for _, tt := range []struct {
-		arg  string
-		want time.Duration
-	}{
-		{arg: "", want: 0},
-		{arg: "0", want: 0},
-		{arg: "90s", want: 90 * time.Second},
-		{arg: "10m", want: 10 * time.Minute},
-		{arg: "1h30m", want: 90 * time.Minute},
-		// A bare number is seconds, as for timeout(1).
-		{arg: "90", want: 90 * time.Second},
-	} {
-		args := []string{"true"}
-		if tt.arg != "" {
-			args = []string{"--timeout", tt.arg, "true"}
-		}
-		if cfg := mustConfig(t, args...); cfg.Timeout != tt.want {
-			t.Errorf("Config(%q).Timeout = %v, want %v", args, cfg.Timeout, tt.want)
 		}
 	}
 }
