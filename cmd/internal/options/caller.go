@@ -25,14 +25,16 @@ func callerMounts(s *config.Sandbox) []config.Mount {
 		return nil
 	}
 	want := map[string]bool{} // directory: writable
-	if hidden(s.Command.Dir) {
-		want[s.Command.Dir] = false
+	if d := realPath(s.Command.Dir); hidden(d) {
+		want[d] = false
 	}
-	if prog := s.Command.Argv[0]; filepath.IsAbs(prog) && hidden(filepath.Dir(filepath.Clean(prog))) {
-		want[filepath.Dir(filepath.Clean(prog))] = false
+	if prog := s.Command.Argv[0]; filepath.IsAbs(prog) {
+		if d := realPath(filepath.Dir(prog)); hidden(d) {
+			want[d] = false
+		}
 	}
 	for _, d := range testOutputs(s.Command.Argv, s.Command.Dir) {
-		want[d] = true
+		want[realPath(d)] = true
 	}
 	var mounts []config.Mount
 	for _, d := range minimalDirs(want) {
@@ -45,6 +47,16 @@ func callerMounts(s *config.Sandbox) []config.Mount {
 		mounts = append(mounts, config.Mount{Type: config.HostBind, Target: d, Source: d, ReadOnly: !want[d]})
 	}
 	return mounts
+}
+
+// realPath is p with its symbolic links resolved, where it is bound: a
+// link on the host's root (/var/run to /run) leads to the same place
+// inside, so the path the program uses finds the bind.
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
 }
 
 // hidden tells whether p is inside one of the sandbox's own directories.

@@ -83,6 +83,11 @@ func TestConfigCallerMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(elsewhere)
+	// A link on the host's root leads to the same place inside.
+	link := filepath.Join(elsewhere, "link")
+	if err := os.Symlink(work, link); err != nil {
+		t.Fatal(err)
+	}
 	ro := func(d string) config.Mount {
 		return config.Mount{Type: config.HostBind, Target: d, Source: d, ReadOnly: true}
 	}
@@ -96,6 +101,7 @@ func TestConfigCallerMounts(t *testing.T) {
 		{"made writable", []string{"--rw", ".", "pwd"}, []config.Mount{rw(wd)}},
 		{"a user's mount over it", []string{"-m", "ram:/tmp=1M", "pwd"}, []config.Mount{{Type: config.RAM, Target: "/tmp", SizeKiB: 1024}}},
 		{"program in /tmp", []string{filepath.Join(work, "prog")}, []config.Mount{ro(wd), ro(work)}},
+		{"program in /tmp through a link", []string{filepath.Join(link, "prog")}, []config.Mount{ro(wd), ro(work)}},
 		{"custom root", []string{"-r", "/srv", "pwd"}, nil},
 		{"go test -exec in /tmp", []string{filepath.Join(b001, "pkg.test"), "-test.gocoverdir=" + b001 + "/gocoverdir", "-test.coverprofile=" + b001 + "/_cover_.out"},
 			[]config.Mount{ro(wd), rw(b001)}},
