@@ -265,6 +265,15 @@ func AppChannelName(i int) string {
 	return fmt.Sprintf("%s.%d", AppChannel, i)
 }
 
+// PrivateDirs are the directories every sandbox has its own of, writable,
+// hiding the host's: a tmpfs on each.
+var PrivateDirs = []string{"/tmp", "/dev/shm", "/run"}
+
+// RootMountPoints are the directories of the root the drivers and the init
+// mount on. A root need not have them: the init makes the missing ones in a
+// tmpfs overlay, and the root is read-only again before the program runs.
+var RootMountPoints = []string{"dev", "proc", "sys", "run", "tmp"}
+
 // MountTag names the 9p share or disk serial of mount i; disk tags may not
 // take the sandbox- prefix, so they never clash.
 func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }

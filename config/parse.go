@@ -48,39 +48,56 @@ var (
 // Units are K, M, G and T, case-insensitive, optionally followed by "iB" or
 // "B"; all of them are binary (1K = 1024 bytes, 1MB = 1MiB). A number without
 // a unit, or with only "B", is a byte count and is rounded up to whole KiB,
-// as the original virt-sandbox read plain ram sizes as bytes. Only whole
-// numbers are accepted; a result that does not fit in uint64 KiB is an error.
+// as the original virt-sandbox read plain ram sizes as bytes (and as tmpfs
+// reads its size=). Only whole numbers are accepted; a result that does not
+// fit in uint64 KiB is an error.
 func ParseSize(s string) (uint64, error) {
-	kib, err := parseSize(s)
+	kib, err := parseSize(s, "b")
 	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: size %q: %v", ErrInvalid, s, err)
 	}
 	return kib, nil
 }
 
-func parseSize(s string) (uint64, error) {
+// ParseMemory parses --memory and returns MiB, rounded up. Units are those
+// of ParseSize, but a bare number is MiB, as qemu -m and virt-install
+// --memory read it: nobody asks for a machine of 300 bytes.
+func ParseMemory(s string) (uint64, error) {
+	kib, err := parseSize(s, "m")
+	if err == nil && kib == 0 {
+		err = errors.New("must be more than 0")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: --memory %q: %v", ErrInvalid, s, err)
+	}
+	return ceilDiv(kib, 1024), nil
+}
+
+// parseSize reads a size in KiB; bare is the unit of a number without one
+// ("b" or "m"). Errors are bare reasons, for the caller to name the value.
+func parseSize(s, bare string) (uint64, error) {
 	i := 0
 	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
 		i++
 	}
 	if i == 0 {
-		return 0, fmt.Errorf("size %q: want a whole number with an optional unit K, M, G or T", s)
+		return 0, errors.New("want a whole number with an optional unit K, M, G or T")
 	}
 	n, err := strconv.ParseUint(s[:i], 10, 64)
 	if err != nil {
 		// Only digits were passed, so the sole possible failure is range.
-		return 0, fmt.Errorf("size %q: too large", s)
+		return 0, errors.New("too large")
 	}
 	unit := s[i:]
-	var shift uint
 	// ASCII-only folding: strings.EqualFold would also accept the Kelvin sign as K.
-	switch asciiLower(unit) {
-	case "", "b":
-		kib := n / 1024
-		if n%1024 != 0 {
-			kib++
-		}
-		return kib, nil
+	u := asciiLower(unit)
+	if u == "" {
+		u = bare
+	}
+	var shift uint
+	switch u {
+	case "b":
+		return ceilDiv(n, 1024), nil
 	case "k", "kb", "kib":
 		shift = 0
 	case "m", "mb", "mib":
@@ -90,12 +107,21 @@ func parseSize(s string) (uint64, error) {
 	case "t", "tb", "tib":
 		shift = 30
 	default:
-		return 0, fmt.Errorf("size %q: unknown unit %q (want K, M, G or T, optionally followed by iB or B)", s, unit)
+		return 0, fmt.Errorf("unknown unit %q (want K, M, G or T, optionally followed by iB or B)", unit)
 	}
 	if n > math.MaxUint64>>shift {
-		return 0, fmt.Errorf("size %q: too large", s)
+		return 0, errors.New("too large")
 	}
 	return n << shift, nil
+}
+
+// ceilDiv is n/d rounded up: a size is never less than asked.
+func ceilDiv(n, d uint64) uint64 {
+	q := n / d
+	if n%d != 0 {
+		q++
+	}
+	return q
 }
 
 // asciiLower lower-cases ASCII letters and maps any non-ASCII string to one
@@ -173,9 +199,9 @@ func parseMount(spec string) (Mount, error) {
 		}
 		m.Source = path.Clean(src)
 	case RAM:
-		kib, err := parseSize(src)
+		kib, err := parseSize(src, "b")
 		if err != nil {
-			return Mount{}, err
+			return Mount{}, fmt.Errorf("size %q: %v", src, err)
 		}
 		if kib == 0 {
 			return Mount{}, fmt.Errorf("size %q: must be more than 0", src)

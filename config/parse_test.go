@@ -86,6 +86,42 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+func TestParseMemory(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    uint64
+		wantErr string
+	}{
+		// A bare number is MiB, as for qemu -m and virt-install --memory.
+		{in: "300", want: 300},
+		{in: "1", want: 1},
+		{in: "512M", want: 512},
+		{in: "2G", want: 2048},
+		{in: "2gib", want: 2048},
+		{in: "1T", want: 1 << 20},
+		// Other units round up to whole MiB: never less than asked.
+		{in: "1536K", want: 2},
+		{in: "1048576B", want: 1},
+		{in: "1048577b", want: 2},
+
+		{in: "0", wantErr: `--memory "0": must be more than 0`},
+		{in: "0G", wantErr: `--memory "0G": must be more than 0`},
+		{in: "", wantErr: `--memory "": want a whole number`},
+		{in: "lots", wantErr: `--memory "lots": want a whole number`},
+		{in: "1.5G", wantErr: `--memory "1.5G": unknown unit ".5G"`},
+		{in: "18014398509481984G", wantErr: `--memory "18014398509481984G": too large`},
+	} {
+		got, err := ParseMemory(tt.in)
+		if tt.wantErr != "" {
+			checkErr(t, "ParseMemory("+strconv.Quote(tt.in)+")", err, tt.wantErr)
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseMemory(%q) = %d, %v, want %d, nil", tt.in, got, err, tt.want)
+		}
+	}
+}
+
 func TestParseMount(t *testing.T) {
 	for _, tt := range []struct {
 		spec    string

@@ -14,8 +14,8 @@ import (
 // in the state directory.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$`)
 
-// minQEMUMemoryMiB is the least memory a guest kernel and the init boot in.
-const minQEMUMemoryMiB = 64
+// MinQEMUMemoryMiB is the least memory a guest kernel and the init boot in.
+const MinQEMUMemoryMiB = 64
 
 // Validate reports the first problem in s as a one-line error wrapping
 // ErrInvalid and naming the field (by its JSON name) and the bad value.
@@ -46,8 +46,16 @@ func (s *Sandbox) Validate() error {
 }
 
 func (s *Sandbox) validateName() error {
-	if !nameRE.MatchString(s.Name) {
-		return fmt.Errorf("name %q: want 1-64 letters, digits, '_', '.', '+' or '-', starting with a letter or digit", s.Name)
+	if err := CheckName(s.Name); err != nil {
+		return fmt.Errorf("name %q: %v", s.Name, err)
+	}
+	return nil
+}
+
+// CheckName checks a sandbox name; the error is the bare reason.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return errors.New("want 1-64 letters, digits, '_', '.', '+' or '-', starting with a letter or digit")
 	}
 	return nil
 }
@@ -254,14 +262,14 @@ func (s *Sandbox) validateKernel() error {
 	default:
 		return fmt.Errorf("kernel.virt_type %q: unknown (want kvm, qemu or empty for automatic)", k.VirtType)
 	}
-	if s.Driver == QEMU && k.MemoryMiB != 0 && k.MemoryMiB < minQEMUMemoryMiB {
-		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, minQEMUMemoryMiB)
+	if s.Driver == QEMU && k.MemoryMiB != 0 && k.MemoryMiB < MinQEMUMemoryMiB {
+		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, MinQEMUMemoryMiB)
 	}
 	return nil
 }
 
 // validateIncludes checks that every include lands somewhere writable that
-// the sandbox has: a writable mount or a writable root.
+// the sandbox has.
 func (s *Sandbox) validateIncludes() error {
 	for i, inc := range s.Includes {
 		if err := checkPath(inc.Guest); err != nil {
@@ -273,18 +281,30 @@ func (s *Sandbox) validateIncludes() error {
 		if inc.Host == "" || checkNoNUL(inc.Host) != nil {
 			return fmt.Errorf("includes[%d].host %q: want a host path", i, inc.Host)
 		}
-		if !s.WritableRoot && !s.underWritableMount(inc.Guest) {
-			return fmt.Errorf("includes[%d].guest %q: not under a writable host-bind, host-image or ram mount (or give a writable root)", i, inc.Guest)
+		if !s.Writable(inc.Guest) {
+			return fmt.Errorf("includes[%d].guest %q: %s", i, inc.Guest, NotWritable)
 		}
 	}
 	return nil
 }
 
-func (s *Sandbox) underWritableMount(p string) bool {
-	for _, m := range s.Mounts {
-		if m.Type != GuestBind && !m.ReadOnly && strings.HasPrefix(p, m.Target+"/") {
-			return true
+// NotWritable says where a file can be put, for a path that is not there.
+const NotWritable = "not in a writable place (the sandbox's own /tmp, /dev/shm or /run, a writable host-bind, host-image or ram mount, or a writable root)"
+
+// Writable tells whether the program can write inside p, an absolute clean
+// path: the innermost mount around it decides, a user's mount before the
+// sandbox's own /tmp, /dev/shm and /run; outside them, the root.
+func (s *Sandbox) Writable(p string) bool {
+	target, writable := "/", s.WritableRoot
+	for _, d := range PrivateDirs {
+		if strings.HasPrefix(p, d+"/") && len(d) > len(target) {
+			target, writable = d, true
 		}
 	}
-	return false
+	for _, m := range s.Mounts {
+		if strings.HasPrefix(p, m.Target+"/") && len(m.Target) >= len(target) {
+			target, writable = m.Target, m.Type != GuestBind && !m.ReadOnly
+		}
+	}
+	return writable
 }

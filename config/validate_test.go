@@ -255,3 +255,35 @@ func TestDecode(t *testing.T) {
 		checkErr(t, "Decode("+tt.in+")", err, tt.wantErr)
 	}
 }
+
+func TestWritable(t *testing.T) {
+	ro := Mount{Type: HostBind, Target: "/tmp/ro", Source: "/src", ReadOnly: true}
+	for _, tt := range []struct {
+		name     string
+		path     string
+		mounts   []Mount
+		writable bool
+		want     bool
+	}{
+		{name: "own /tmp", path: "/tmp/x", want: true},
+		{name: "own /dev/shm", path: "/dev/shm/x", want: true},
+		{name: "own /run", path: "/run/x/y", want: true},
+		{name: "read-only root", path: "/etc/x", want: false},
+		{name: "writable root", path: "/etc/x", writable: true, want: true},
+		{name: "not /tmp itself", path: "/tmpx/y", want: false},
+		{name: "ram mount", path: "/mem/x", mounts: []Mount{{Type: RAM, Target: "/mem", SizeKiB: 1}}, want: true},
+		{name: "guest-bind", path: "/g/x", mounts: []Mount{{Type: GuestBind, Target: "/g", Source: "/etc"}}, want: false},
+		// The innermost mount decides, a user's over the sandbox's own.
+		{name: "read-only mount in /tmp", path: "/tmp/ro/x", mounts: []Mount{ro}, want: false},
+		{name: "beside it", path: "/tmp/rox", mounts: []Mount{ro}, want: true},
+		{name: "read-only mount over /tmp", path: "/tmp/x", mounts: []Mount{{Type: HostBind, Target: "/tmp", Source: "/s", ReadOnly: true}}, want: false},
+		{name: "read-only mount, writable root", path: "/tmp/ro/x", mounts: []Mount{ro}, writable: true, want: false},
+		{name: "writable mount in a read-only one", path: "/tmp/ro/w/x", mounts: []Mount{ro, {Type: HostBind, Target: "/tmp/ro/w", Source: "/w"}}, want: true},
+	} {
+		s := validSandbox()
+		s.Mounts, s.WritableRoot = tt.mounts, tt.writable
+		if got := s.Writable(tt.path); got != tt.want {
+			t.Errorf("%s: Writable(%q) = %v, want %v", tt.name, tt.path, got, tt.want)
+		}
+	}
+}

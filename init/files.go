@@ -75,14 +75,17 @@ func blockDevice(serial string) (string, error) {
 // it takes to make them, and is read-only again afterwards.
 func setupFiles(b *boot) error {
 	cfg := b.cfg
-	overlay := cfg.WritableRoot || missingMountPoint(cfg.Mounts)
-	if overlay {
+	if !b.overlaid && (cfg.WritableRoot || missingMountPoint(cfg.Mounts)) {
 		if err := overlayRoot(); err != nil {
 			return fmt.Errorf("overlay root: %w", err)
 		}
+		b.overlaid = true
 	}
-	// Before the user's mounts, which may go inside /tmp.
+	// Before the user's mounts, which may go inside /tmp or over /run.
 	if err := mountAll(scratch); err != nil {
+		return err
+	}
+	if err := openRun(b); err != nil {
 		return err
 	}
 	mounts := append([]config.Mount(nil), cfg.Mounts...)
@@ -99,10 +102,10 @@ func setupFiles(b *boot) error {
 			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, err)
 		}
 	}
-	if err := copyIncludes(cfg); err != nil {
+	if err := copyIncludes(b); err != nil {
 		return err
 	}
-	if overlay && !cfg.WritableRoot {
+	if b.overlaid && !cfg.WritableRoot {
 		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("making the root read-only again: %w", err)
 		}
@@ -115,8 +118,9 @@ func setupFiles(b *boot) error {
 func missingMountPoint(mounts []config.Mount) bool {
 	for _, m := range mounts {
 		inside := false
-		for _, sc := range scratch {
-			inside = inside || strings.HasPrefix(m.Target, sc.target+"/")
+		// The sandbox's own /tmp, /dev/shm and /run are tmpfs.
+		for _, d := range config.PrivateDirs {
+			inside = inside || strings.HasPrefix(m.Target, d+"/")
 		}
 		for _, o := range mounts {
 			inside = inside || strings.HasPrefix(m.Target, o.Target+"/")
@@ -148,46 +152,87 @@ func userMount(m config.Mount, stage string) error {
 }
 
 // overlayRoot replaces the root by an overlay of a tmpfs over it. The
-// tmpfs is first mounted on /tmp, a mount point every root has; the kernel
+// tmpfs goes on /tmp, a mount point every root has by now; the kernel
 // filesystems and /run move into the new root.
 func overlayRoot() error {
-	const base = "/tmp"
-	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
-		return err
-	}
-	for _, d := range []string{"upper", "work", "root"} {
-		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
-			return err
-		}
-	}
-	root := base + "/root"
-	opts := "lowerdir=/,upperdir=" + base + "/upper,workdir=" + base + "/work"
-	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+	root, err := overlay("/", "/tmp")
+	if err != nil {
 		return err
 	}
 	return switchRoot(root)
 }
 
+// overlay mounts a tmpfs on base and, in it, an overlay of a writable
+// layer over the tree at lower; it returns where the overlay is.
+func overlay(lower, base string) (string, error) {
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
+		return "", err
+	}
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	root := base + "/root"
+	opts := "lowerdir=" + lower + ",upperdir=" + base + "/upper,workdir=" + base + "/work"
+	if err := unix.Mount("overlay", root, "overlay", 0, opts); err != nil {
+		return "", fmt.Errorf("overlay over %s: %w", lower, err)
+	}
+	return root, nil
+}
+
+// completeRoot makes a root at dir whole: when it lacks a mount point the
+// drivers and the init mount on, an overlay on base is laid over it and
+// the missing ones made there. It returns the root to switch to, and
+// whether it is that overlay (which is read-only again once the mounts are
+// made, unless the root is to be writable).
+func completeRoot(dir, base string) (string, bool, error) {
+	var missing []string
+	for _, d := range config.RootMountPoints {
+		if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
+			missing = append(missing, d)
+		}
+	}
+	if len(missing) == 0 {
+		return dir, false, nil
+	}
+	root, err := overlay(dir, base)
+	if err != nil {
+		return "", false, err
+	}
+	for _, d := range missing {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return "", false, fmt.Errorf("mount point /%s: %w", d, err)
+		}
+	}
+	return root, true, nil
+}
+
 // copyIncludes copies the files the launcher staged in the config share to
-// their places, owned by the program's identity.
-func copyIncludes(cfg *config.Sandbox) error {
-	if len(cfg.Includes) == 0 {
+// their places, owned by the program's identity. The share is read through
+// the sandbox's own /run, which a user's mount may hide by now.
+func copyIncludes(b *boot) error {
+	if len(b.cfg.Includes) == 0 {
 		return nil
 	}
-	id, err := resolveIdentity(cfg.Identity)
+	id, err := resolveIdentity(b.cfg.Identity)
 	if err != nil {
 		return err
 	}
-	src := filepath.Join(config.GuestDir, config.GuestIncludes)
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	src := inRun(filepath.Join(config.GuestDir, config.GuestIncludes))
+	fsys := b.ownRun.FS()
+	return fs.WalkDir(fsys, src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(src, p)
-		dst := filepath.Join("/", rel)
 		if p == src {
 			return nil
 		}
+		rel, _ := filepath.Rel(src, p)
+		dst := filepath.Join("/", rel)
 		fi, err := d.Info()
 		if err != nil {
 			return err
@@ -197,11 +242,11 @@ func copyIncludes(cfg *config.Sandbox) error {
 			err = os.MkdirAll(dst, fi.Mode().Perm())
 		case fi.Mode()&fs.ModeSymlink != 0:
 			var link string
-			if link, err = os.Readlink(p); err == nil {
+			if link, err = fs.ReadLink(fsys, p); err == nil {
 				err = os.Symlink(link, dst)
 			}
 		default:
-			err = copyFile(p, dst, fi.Mode().Perm())
+			err = copyFile(fsys, p, dst, fi.Mode().Perm())
 		}
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
@@ -210,8 +255,8 @@ func copyIncludes(cfg *config.Sandbox) error {
 	})
 }
 
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
+func copyFile(fsys fs.FS, src, dst string, mode fs.FileMode) error {
+	in, err := fsys.Open(src)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
 // mount is one entry of a mount table.
@@ -53,4 +57,60 @@ func switchRoot(dir string) error {
 		return err
 	}
 	return unix.Chdir("/")
+}
+
+// openRun holds the sandbox's own /run open before the user's mounts: one
+// of them may hide it (-m host-bind:/run=DIR), and what the init keeps
+// there (the config share, the log share, the network files) must neither
+// vanish nor be written into the user's directory.
+func openRun(b *boot) error {
+	r, err := os.OpenRoot("/run")
+	if err != nil {
+		return err
+	}
+	b.ownRun = r
+	return nil
+}
+
+// inRun names a path of the sandbox's own /run for b.ownRun.
+func inRun(p string) string {
+	rel, _ := strings.CutPrefix(p, "/run/")
+	return rel
+}
+
+// writeIn writes content to rel under root, making its parents.
+func writeIn(root *os.Root, rel, content string) error {
+	if err := root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
+		return err
+	}
+	return root.WriteFile(rel, []byte(content), 0o644)
+}
+
+// bindFrom binds rel under root on target. The source is named by a file
+// descriptor, not a path: the path may be hidden by then.
+func bindFrom(root *os.Root, rel, target string) error {
+	f, err := root.OpenFile(rel, unix.O_PATH, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tree, err := unix.OpenTree(int(f.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return nil
+}
+
+// underMount tells whether p is a user's mount target or inside one.
+func underMount(mounts []config.Mount, p string) bool {
+	for _, m := range mounts {
+		if p == m.Target || strings.HasPrefix(p, m.Target+"/") {
+			return true
+		}
+	}
+	return false
 }

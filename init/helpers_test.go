@@ -188,6 +188,8 @@ func TestMissingMountPoint(t *testing.T) {
 		// The scratch tmpfs is mounted before the user's mounts.
 		{"under /tmp", []string{"/tmp/virt-sandbox-test-missing/deep"}, false},
 		{"under /dev/shm", []string{"/dev/shm/virt-sandbox-test-missing"}, false},
+		// So is the sandbox's own /run (the caller's directory may be in it).
+		{"under /run", []string{"/run/user/virt-sandbox-test-missing"}, false},
 		// A name that only starts like /tmp is not inside it.
 		{"beside /tmp", []string{"/tmpvirt-sandbox-test-missing"}, true},
 		{"beside a mount", []string{"/proc", "/procvirt-sandbox-test-missing"}, true},
@@ -266,7 +268,12 @@ func TestExecFailureMapping(t *testing.T) {
 		{"EISDIR", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.EISDIR}, 126},
 		{"EPERM", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.EPERM}, 126},
 		{"bare ENOENT", unix.ENOENT, 127},
-		{"E2BIG", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.E2BIG}, 0},
+		// As bash: whatever else execve refuses is 126.
+		{"E2BIG", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.E2BIG}, 126},
+		{"ELOOP", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.ELOOP}, 126},
+		{"ENOTDIR", &fs.PathError{Op: "fork/exec", Path: "/x", Err: unix.ENOTDIR}, 126},
+		// Not the exec's: the init's own failures stay 125.
+		{"chdir", &fs.PathError{Op: "chdir", Path: "/d", Err: unix.EACCES}, 0},
 		{"ENOMEM", unix.ENOMEM, 0},
 		{"other", other, 0},
 	} {
@@ -301,6 +308,10 @@ func TestExecFailureReal(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("\x00\x01\x02\x03 not a program"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name, path string
 		status     int
@@ -310,6 +321,7 @@ func TestExecFailureReal(t *testing.T) {
 		{"not executable", noexec, 126, "cannot execute: permission denied"},
 		{"not a program", garbage, 126, "cannot execute: exec format error"},
 		{"directory", dir, 126, "cannot execute: permission denied"},
+		{"symbolic link loop", loop, 126, "cannot execute: too many levels of symbolic links"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := &exec.Cmd{Path: tt.path, Args: []string{tt.path}}
@@ -323,6 +335,58 @@ func TestExecFailureReal(t *testing.T) {
 				t.Errorf("execFailure(%s, %v) = %v, want status %d and %q", tt.path, err, got, tt.status, tt.message)
 			}
 		})
+	}
+}
+
+// TestCanEnter checks the working directory as the program's credentials,
+// not the init's: it needs root to take them.
+func TestCanEnter(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("changing credentials needs root")
+	}
+	rootOnly := t.TempDir()
+	os.Chmod(rootOnly, 0o700)
+	nobodys := filepath.Join(rootOnly, "nobodys")
+	if err := os.Mkdir(nobodys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	open := t.TempDir()
+	os.Chmod(open, 0o755)
+	// t.TempDir's parent is the test's own, 0700.
+	os.Chmod(filepath.Dir(open), 0o755)
+	file := filepath.Join(open, "file")
+	if err := os.WriteFile(file, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	nobody := identity{UID: 65534, GID: 65534, User: "nobody"}
+	for _, tt := range []struct {
+		name       string
+		dir        string
+		id         identity
+		privileged bool
+		want       error
+	}{
+		{"open directory", open, nobody, false, nil},
+		{"another's directory", rootOnly, nobody, false, unix.EACCES},
+		{"root without capabilities", nobodys, identity{}, false, unix.EACCES},
+		{"root with capabilities", rootOnly, identity{}, true, nil},
+		{"missing", filepath.Join(open, "none"), nobody, false, unix.ENOENT},
+		{"not a directory", file, nobody, false, unix.ENOTDIR},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "root without capabilities" {
+				os.Chmod(rootOnly, 0o755)
+				os.Chown(nobodys, 65534, 65534)
+				defer os.Chmod(rootOnly, 0o700)
+			}
+			if err := canEnter(tt.dir, tt.id, tt.privileged); !errors.Is(err, tt.want) && err != tt.want {
+				t.Errorf("canEnter(%s, uid %d) = %v, want %v", tt.dir, tt.id.UID, err, tt.want)
+			}
+		})
+	}
+	// The init's own credentials are untouched.
+	if err := unix.Faccessat2(unix.AT_FDCWD, nobodys, unix.X_OK, unix.AT_EACCESS); err != nil {
+		t.Errorf("the test's own access to %s after the checks: %v", nobodys, err)
 	}
 }
 

@@ -47,10 +47,23 @@ func openLXCChannel(i int) (*os.File, error) {
 // enterCustomRoot switches into a custom root (-r), which the launcher
 // shares on a stage rather than as libvirt's root: libvirt makes a
 // directory (.oldroot) in the root it is given, and the user's tree must not
-// be touched. The stage is first moved out of /run, which moves into it.
+// be touched. The stage is first moved out of /run, which moves into it; a
+// root without the mount points gets an overlay on the skeleton's /tmp.
 func enterCustomRoot(b *boot) error {
 	if _, err := os.Stat(config.GuestRoot); err != nil {
 		return nil
+	}
+	root, overlaid, err := completeRoot(config.GuestRoot, "/tmp")
+	if err != nil {
+		return err
+	}
+	b.overlaid = overlaid
+	if overlaid {
+		// The overlay holds its own reference to the stage.
+		if err := unix.Unmount(config.GuestRoot, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detaching the root's stage: %w", err)
+		}
+		return switchRoot(root)
 	}
 	if err := unix.Mount(config.GuestRoot, "/tmp", "", unix.MS_MOVE, ""); err != nil {
 		return fmt.Errorf("moving the root out of /run: %w", err)

@@ -28,6 +28,14 @@ type boot struct {
 	guest       *console.Guest
 	debug       bool
 	start       time.Time
+	// ownRun is the sandbox's own /run, held from before the user's mounts.
+	ownRun *os.Root
+	// overlaid tells that the root is a tmpfs overlay, which is made
+	// read-only again once the mounts are made, unless it is to be
+	// writable.
+	overlaid bool
+	// newRoot is where a QEMU sandbox's root is before it switches to it.
+	newRoot string
 }
 
 // step is one named stage of bringing the sandbox up; the lists of steps per

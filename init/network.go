@@ -17,9 +17,9 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
-// netDir holds the sandbox's own resolv.conf and hostname, in its private
-// /run, bound over the root's so the host's files are never touched.
-const netDir = "/run/virt-sandbox-net"
+// netDir holds the sandbox's own resolv.conf and hostname, in its own
+// /run (b.ownRun), bound over the root's so the host's files are never touched.
+const netDir = "virt-sandbox-net"
 
 // dhcpTimeout bounds the wait for a DHCP lease.
 const dhcpTimeout = 30 * time.Second
@@ -35,7 +35,7 @@ func setupNetwork(b *boot) error {
 	if err := netlink.LinkSetUp(lo); err != nil {
 		return fmt.Errorf("loopback: %w", err)
 	}
-	if err := setHostname(b.cfg.Name); err != nil {
+	if err := b.setHostname(b.cfg.Name); err != nil {
 		return err
 	}
 	var res resolver
@@ -61,7 +61,7 @@ func setupNetwork(b *boot) error {
 		}
 		b.logf("network: %s (%s) configured statically", name, n.MAC)
 	}
-	return res.write()
+	return res.write(b)
 }
 
 // linkByMAC waits a bounded time for the interface with mac to appear:
@@ -164,32 +164,33 @@ type resolver struct {
 	servers, search []string
 }
 
-func (r resolver) write() error {
+func (r resolver) write(b *boot) error {
 	if len(r.servers) == 0 {
 		return nil
 	}
-	var b strings.Builder
+	var conf strings.Builder
 	if len(r.search) > 0 {
-		fmt.Fprintf(&b, "search %s\n", strings.Join(r.search, " "))
+		fmt.Fprintf(&conf, "search %s\n", strings.Join(r.search, " "))
 	}
 	for _, s := range r.servers {
-		fmt.Fprintf(&b, "nameserver %s\n", s)
+		fmt.Fprintf(&conf, "nameserver %s\n", s)
 	}
-	return overrideFile("/etc/resolv.conf", b.String())
+	return b.overrideFile("/etc/resolv.conf", conf.String())
 }
 
-func setHostname(name string) error {
+func (b *boot) setHostname(name string) error {
 	if err := unix.Sethostname([]byte(name)); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
-	return overrideFile("/etc/hostname", name+"\n")
+	return b.overrideFile("/etc/hostname", name+"\n")
 }
 
-// overrideFile shows content at path in the sandbox only: written under
-// netDir and bound over path, or written where path's symbolic link points
-// when that is in the sandbox's private /run. A root without the file keeps
-// going without it.
-func overrideFile(path, content string) error {
+// overrideFile shows content at path in the sandbox only. Where path's
+// symbolic link points into the sandbox's own /run, the file is written
+// there; anywhere else (the root, or a user's mount, /run itself included)
+// it is written in the own /run and bound over path, so no file of the
+// host is written. A root without the file keeps going without it.
+func (b *boot) overrideFile(path, content string) error {
 	target := path
 	if dst, err := filepath.EvalSymlinks(path); err == nil {
 		target = dst
@@ -198,20 +199,19 @@ func overrideFile(path, content string) error {
 	} else if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if strings.HasPrefix(target, "/run/") {
-		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-			return err
-		}
-		return os.WriteFile(target, []byte(content), 0o644)
+	if rel, ok := strings.CutPrefix(target, "/run/"); ok && !underMount(b.cfg.Mounts, target) {
+		return writeIn(b.ownRun, rel, content)
 	}
-	if err := os.MkdirAll(netDir, 0o755); err != nil {
+	if _, err := os.Stat(target); err != nil {
+		// A link into a user's mount without the file: it could only
+		// be shown by writing there.
+		return nil
+	}
+	own := filepath.Join(netDir, filepath.Base(path))
+	if err := writeIn(b.ownRun, own, content); err != nil {
 		return err
 	}
-	src := filepath.Join(netDir, filepath.Base(path))
-	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
-		return err
-	}
-	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+	if err := bindFrom(b.ownRun, own, target); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil

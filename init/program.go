@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,11 +95,62 @@ func command(cfg *config.Sandbox, argv []string) (*exec.Cmd, error) {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(id.UID), Gid: uint32(id.GID), Groups: groups}
 	}
 	if cmd.Dir != "" {
-		if _, err := os.Stat(cmd.Dir); err != nil {
-			return nil, fmt.Errorf("working directory: %w", err)
+		if err := canEnter(cmd.Dir, id, cfg.Identity.Privileged); err != nil {
+			return nil, workdirFailure(cmd.Dir, id, err)
 		}
 	}
 	return cmd, nil
+}
+
+// canEnter tells whether the program, as id, can make dir its working
+// directory. Go starts a process by switching to its credentials and then
+// changing directory, so a directory it cannot enter would come back as
+// the exec's own EACCES: it is checked first, on a thread that takes the
+// program's credentials (the kernel keeps them per thread) and is never
+// given back, so it ends with them.
+func canEnter(dir string, id identity, privileged bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- accessAs(dir, id, privileged)
+	}()
+	return <-errc
+}
+
+// accessAs checks, on the calling thread, that id can search dir.
+func accessAs(dir string, id identity, privileged bool) error {
+	if err := unix.Setgroups(id.Groups); err != nil {
+		return err
+	}
+	// The file system ids are what path look-ups are checked against;
+	// leaving uid 0 drops the file capabilities, as for the program.
+	unix.Setfsgid(id.GID)
+	unix.Setfsuid(id.UID)
+	if !privileged {
+		// The program has no capabilities, even as uid 0.
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return err
+		}
+	}
+	// "/." makes a file that is not a directory fail as chdir would.
+	return unix.Faccessat2(unix.AT_FDCWD, dir+"/.", unix.X_OK, unix.AT_EACCESS)
+}
+
+// workdirFailure reports a working directory the program cannot enter. It
+// is the sandbox's failure, not the command's, so it is 125, as env
+// --chdir and chroot(1) report theirs, and the line names the directory.
+func workdirFailure(dir string, id identity, err error) error {
+	msg := fmt.Sprintf("working directory %s: %v", dir, err)
+	if errors.Is(err, unix.EACCES) {
+		who := id.User
+		if who == "" {
+			who = "the program's user"
+		}
+		msg = fmt.Sprintf("working directory %s: %s (uid %d) cannot enter it: %v", dir, who, id.UID, err)
+	}
+	return &console.Failed{Status: 125, Message: msg}
 }
 
 // identity is who the program runs as, resolved inside the sandbox.
@@ -183,17 +237,18 @@ func lookPath(name string, env []string) (string, error) {
 	return "", &console.Failed{Status: 127, Message: fmt.Sprintf("%s: command not found", name)}
 }
 
-// execFailure maps a failed start to the statuses a shell uses.
+// execFailure maps a failed start to the statuses a shell uses: 127 when
+// the program is not there, 126 for anything else execve refused (not
+// executable, a directory, a symbolic link loop, too long an argument
+// list), as bash does.
 func execFailure(path string, err error) error {
-	switch {
-	case errors.Is(err, unix.ENOENT):
+	if errors.Is(err, unix.ENOENT) {
 		return &console.Failed{Status: 127, Message: fmt.Sprintf("%s: no such file or directory", path)}
-	case errors.Is(err, unix.EACCES), errors.Is(err, unix.ENOEXEC), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EPERM):
-		cause := errors.Unwrap(err)
-		if cause == nil {
-			cause = err
-		}
-		return &console.Failed{Status: 126, Message: fmt.Sprintf("%s: cannot execute: %v", path, cause)}
+	}
+	var pe *fs.PathError
+	var errno unix.Errno
+	if errors.As(err, &pe) && pe.Op == "fork/exec" && errors.As(pe.Err, &errno) {
+		return &console.Failed{Status: 126, Message: fmt.Sprintf("%s: cannot execute: %v", path, errno)}
 	}
 	return err
 }

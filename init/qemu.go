@@ -14,10 +14,7 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 )
 
-const (
-	modulesDir = "/modules"
-	newRoot    = "/newroot"
-)
+const modulesDir = "/modules"
 
 // qemuSteps boot a QEMU sandbox from the initramfs to the program.
 var qemuSteps = []step{
@@ -128,18 +125,27 @@ func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 // the page cache for the read-only root.
 const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 
-// mountRoot mounts the root share read-only with a private /run holding the
-// config share, as the LXC driver lays it out.
+// mountRoot mounts the root share read-only, completed with the mount
+// points it lacks, with a private /run holding the config share, as the
+// LXC driver lays it out.
 func mountRoot(b *boot) error {
+	share := "/rootshare"
+	if err := mountAll([]mount{{config.RootTag, share, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"}}); err != nil {
+		return err
+	}
+	root, overlaid, err := completeRoot(share, "/overlay")
+	if err != nil {
+		return err
+	}
+	b.newRoot, b.overlaid = root, overlaid
 	return mountAll([]mount{
-		{config.RootTag, newRoot, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"},
-		{"tmpfs", newRoot + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{config.ConfigTag, newRoot + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
+		{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
+		{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
 	})
 }
 
-// switchToRoot makes the root share /.
-func switchToRoot(b *boot) error { return switchRoot(newRoot) }
+// switchToRoot makes the root /.
+func switchToRoot(b *boot) error { return switchRoot(b.newRoot) }
 
 func mountDevpts(b *boot) error {
 	return mountAll([]mount{{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666,gid=5"}})

@@ -36,7 +36,8 @@ type service struct {
 // appended to the log share, restarts it per the policy, and serves execute
 // and stop requests on the app channel until the program is done for good.
 func runService(b *boot) error {
-	logFile, err := os.OpenFile(filepath.Join(config.GuestLog, config.LogFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	// Through the sandbox's own /run: a user's mount may hide the share.
+	logFile, err := b.ownRun.OpenFile(inRun(filepath.Join(config.GuestLog, config.LogFile)), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("service log: %w", err)
 	}

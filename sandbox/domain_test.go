@@ -219,6 +219,8 @@ var fakeModules = []struct{ file, deps string }{
 	{"kernel/fs/netfs/netfs.ko", ""},
 	{"kernel/net/9p/9pnet_virtio.ko.zst", "kernel/net/9p/9pnet.ko.gz kernel/drivers/virtio/virtio_ring.ko"},
 	{"kernel/drivers/char/hw_random/virtio-rng.ko", "kernel/drivers/virtio/virtio_ring.ko"},
+	// Only for a root the init may lay an overlay over.
+	{"kernel/fs/overlayfs/overlay.ko", ""},
 	// Not needed: must stay out of the initrd.
 	{"kernel/fs/ext4/ext4.ko", ""},
 }
@@ -439,6 +441,10 @@ func TestQEMUDomain(t *testing.T) {
 			}
 			names, modes, data := readCPIO(t, d.OS.Initrd)
 			wantNames := append([]string{"modules", "init"}, wantInitrdModules...)
+			if tt.root != "" {
+				// A custom root may lack mount points.
+				wantNames = append(wantNames, "modules/009-overlay.ko")
+			}
 			if !slices.Equal(names, wantNames) {
 				t.Fatalf("initrd %s holds %q, want %q", d.OS.Initrd, names, wantNames)
 			}

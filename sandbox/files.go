@@ -12,10 +12,6 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/sandbox/fsimage"
 )
 
-// rootMountPoints are the directories a read-only root must already have:
-// the drivers and the init mount on them.
-var rootMountPoints = []string{"dev", "proc", "sys", "run", "tmp"}
-
 // prepareFiles checks every host path the config names and completes the
 // config for the run: temporary directories for empty host-bind sources,
 // image formats and filesystems, include files staged in the state
@@ -28,13 +24,9 @@ func (r *run) prepareFiles() error {
 			return err
 		}
 		cfg.Root = abs
+		// Its mount points may be missing: the init makes them.
 		if err := isDir(abs); err != nil {
 			return fmt.Errorf("-r %s: %w", cfg.Root, err)
-		}
-		for _, d := range rootMountPoints {
-			if err := isDir(filepath.Join(abs, d)); err != nil {
-				return fmt.Errorf("-r %s: no /%s in it, which the sandbox mounts on", cfg.Root, d)
-			}
 		}
 	}
 	for i := range cfg.Mounts {

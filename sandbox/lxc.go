@@ -172,7 +172,7 @@ func needNBD() error {
 // points libvirt and the init use.
 func skeletonRoot(stateDir string) (string, error) {
 	skel := filepath.Join(stateDir, "skeleton")
-	for _, d := range rootMountPoints {
+	for _, d := range config.RootMountPoints {
 		if err := os.MkdirAll(filepath.Join(skel, d), 0o755); err != nil {
 			return "", err
 		}

@@ -79,8 +79,9 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 // loads only the base set.
 func modulesFor(cfg *config.Sandbox) []string {
 	mods := append([]string(nil), baseModules...)
-	if len(cfg.Mounts) > 0 || cfg.WritableRoot {
-		// The init may lay an overlay over the root for mount points.
+	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" {
+		// The init may lay an overlay over the root for mount points,
+		// which a custom root may lack.
 		mods = append(mods, "overlay")
 	}
 	blk := len(cfg.Disks) > 0

@@ -20,11 +20,14 @@ func TestBadInput(t *testing.T) {
 		{"unknown mount type", []string{"-m", "nfs:/x=/y", "/bin/true"}, `"nfs"`},
 		{"unknown driver", []string{"-c", "xen:///", "/bin/true"}, `"xen"`},
 		{"libvirtd not reachable", []string{"-c", "lxc:///?socket=/nonexistent/libvirt-sock", "/bin/true"}, "/nonexistent/libvirt-sock"},
-		{"bad name", []string{"-n", "a/b", "/bin/true"}, `"a/b"`},
+		{"bad name", []string{"-n", "a/b", "/bin/true"}, `-n "a/b"`},
+		{"mount target twice", []string{"-m", "ram:/x=1M", "--rw", "/x", "/bin/true"}, `--rw "/x": target /x already used by -m "ram:/x=1M"`},
 		{"unknown option", []string{"--no-such-option", "/bin/true"}, "no-such-option"},
 		{"no command", nil, "no command"},
-		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `"lots"`},
-		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `"xen"`},
+		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `--memory "lots"`},
+		{"memory too small", []string{"-c", "qemu:///system", "--memory", "300K", "/bin/true"}, `--memory "300K": too small`},
+		{"no vcpus", []string{"-c", "qemu:///system", "--vcpus", "0", "/bin/true"}, "--vcpus 0"},
+		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leftovers()

@@ -33,26 +33,30 @@ func goTest(t *testing.T, env []string, args ...string) ([]string, int, string) 
 
 // TestGoTestExec: go test -exec through a sandbox reports what a plain go
 // test reports, with a failing package failing, a coverage profile written
-// on the host, testdata read, and writes to a --rw directory arriving.
+// on the host, testdata read, and writes to a --rw directory arriving;
+// with go's work directory in /tmp (which the sandbox has its own of) and,
+// through GOTMPDIR, outside it.
 func TestGoTestExec(t *testing.T) {
 	want, wantCode, _ := goTest(t, nil, "./...")
 	if wantCode == 0 || len(want) != 2 {
 		t.Fatalf("plain go test: %v, exit %d; want one ok and one FAIL package and a non-zero exit", want, wantCode)
 	}
 	onEachDriver(t, func(t *testing.T, uri string) {
-		dir := hostDir(t)
-		cover := filepath.Join(dir, "cover.out")
-		out := filepath.Join(dir, "written-by-test")
-		exec := launcher + " -c " + uri + " --rw " + dir + " --pass-env SAMPLE_* --"
-		got, code, log := goTest(t, []string{"SAMPLE_OUT=" + out}, "-exec", exec, "-coverprofile="+cover, "./...")
-		if strings.Join(got, "\n") != strings.Join(want, "\n") || code != wantCode {
-			t.Errorf("go test -exec: %v, exit %d; want %v, exit %d; output:\n%s", got, code, want, wantCode, log)
-		}
-		if b, err := os.ReadFile(cover); err != nil || !strings.Contains(string(b), "example.com/sample/pass/pass.go") {
-			t.Errorf("coverage profile: %q, %v; want one covering pass.go", b, err)
-		}
-		if b, err := os.ReadFile(out); err != nil || string(b) != "sample input\n" {
-			t.Errorf("file the test wrote through --rw: %q, %v; want the testdata it read", b, err)
+		for _, gotmp := range []string{"", hostDir(t)} {
+			dir := hostDir(t)
+			cover := filepath.Join(dir, "cover.out")
+			out := filepath.Join(dir, "written-by-test")
+			exec := launcher + " -c " + uri + " --rw " + dir + " --pass-env SAMPLE_* --"
+			got, code, log := goTest(t, []string{"SAMPLE_OUT=" + out, "GOTMPDIR=" + gotmp}, "-exec", exec, "-coverprofile="+cover, "./...")
+			if strings.Join(got, "\n") != strings.Join(want, "\n") || code != wantCode {
+				t.Errorf("GOTMPDIR=%s go test -exec: %v, exit %d; want %v, exit %d; output:\n%s", gotmp, got, code, want, wantCode, log)
+			}
+			if b, err := os.ReadFile(cover); err != nil || !strings.Contains(string(b), "example.com/sample/pass/pass.go") {
+				t.Errorf("GOTMPDIR=%s: coverage profile: %q, %v; want one covering pass.go", gotmp, b, err)
+			}
+			if b, err := os.ReadFile(out); err != nil || string(b) != "sample input\n" {
+				t.Errorf("GOTMPDIR=%s: file the test wrote through --rw: %q, %v; want the testdata it read", gotmp, b, err)
+			}
 		}
 	})
 }

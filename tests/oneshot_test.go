@@ -29,6 +29,10 @@ func TestExitStatuses(t *testing.T) {
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\necho hi\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
 	onEachDriver(t, func(t *testing.T, uri string) {
 		for _, tc := range []struct {
 			name   string
@@ -40,6 +44,8 @@ func TestExitStatuses(t *testing.T) {
 			{"missing", []string{"/no/such/command"}, 127, "/no/such/command"},
 			{"missing in PATH", []string{"no-such-command"}, 127, "no-such-command: command not found"},
 			{"not executable", []string{notExec}, 126, notExec},
+			// What a shell says: exec refused it.
+			{"symbolic link loop", []string{loop}, 126, loop + ": cannot execute: too many levels of symbolic links"},
 		} {
 			r := sandbox(t, opts{}, append([]string{"-c", uri}, tc.argv...)...)
 			if r.code != tc.code || !strings.Contains(r.stderr, tc.stderr) {

@@ -212,14 +212,13 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	if len(cmdline) == 0 {
 		return 0, fmt.Errorf("%w: image %s has no entrypoint or command, and none was given", config.ErrInvalid, img.Ref)
 	}
-	cfg, err := options.Config(c, cmdline)
-	if err != nil {
-		return 0, err
-	}
 	if c.String("root") != "" {
 		return 0, fmt.Errorf("%w: -r: the image is the root", config.ErrInvalid)
 	}
-	cfg.Root = root
+	cfg, err := options.ConfigOnRoot(c, cmdline, root)
+	if err != nil {
+		return 0, err
+	}
 	cfg.WritableRoot = true
 	applyImageConfig(cfg, img.Config, c)
 	if err := cfg.Validate(); err != nil {

@@ -27,8 +27,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app.Flags = options.Flags()
 	app.Description = "Runs COMMAND in a transient sandbox whose root is the host's / read-only. Its stdin, stdout,\n" +
 		"stderr, terminal and exit status are the caller's. Exit status: the program's own; 128+N when\n" +
-		"it was killed by signal N; 125 when the sandbox could not be started; 126 when the command\n" +
-		"cannot be executed; 127 when it is not found; 124 when --timeout expired."
+		"it was killed by signal N; 125 when the sandbox could not be started or the program's user\n" +
+		"cannot enter its working directory; 126 when the command cannot be executed; 127 when it is\n" +
+		"not found; 124 when --timeout expired."
 	app.Action = func(c *cli.Context) error {
 		cfg, err := options.Config(c, c.Args().Slice())
 		if err != nil {

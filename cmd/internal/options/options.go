@@ -44,7 +44,7 @@ func Flags() []cli.Flag {
 		&cli.GenericFlag{Name: "timeout", Value: new(duration), Usage: "destroy the sandbox after `DURATION` (seconds, or 90s, 10m) and exit 124"},
 		&cli.GenericFlag{Name: "start-timeout", Value: new(duration), Usage: "give up when the sandbox has not started within `DURATION` (default 30s for LXC, 3m for QEMU), exit 125"},
 		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
-		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; QEMU default 512M, LXC default no limit)", Category: "Machine"},
+		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; a bare number is MiB; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
@@ -57,6 +57,13 @@ func Flags() []cli.Flag {
 // Config builds the sandbox config from the parsed options and the command
 // line (the program and its arguments).
 func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
+	return ConfigOnRoot(c, argv, c.String("root"))
+}
+
+// ConfigOnRoot is Config for a root the command chose (an image's) instead
+// of -r: what depends on the root (the working directory, the caller's
+// directories shared at their paths) must know it from the start.
+func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("%w: no command given", config.ErrInvalid)
 	}
@@ -75,39 +82,19 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		Debug:        c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
 		Timeout:      durationOf(c.Generic("timeout")),
 		StartTimeout: durationOf(c.Generic("start-timeout")),
+		Root:         root,
 	}
 	if s.Name == "" {
 		s.Name = "sandbox-" + s.UUID[:8]
+	} else if err := config.CheckName(s.Name); err != nil {
+		return nil, fmt.Errorf("%w: -n %q: %v", config.ErrInvalid, s.Name, err)
 	}
 	s.TTY = c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
-	s.Command.Env = []string{"PATH=" + DefaultPath}
-	if t := os.Getenv("TERM"); s.TTY && t != "" {
-		s.Command.Env = append(s.Command.Env, "TERM="+t)
-	}
-	for _, pattern := range c.StringSlice("pass-env") {
-		passed, err := passEnv(pattern, os.Environ())
-		if err != nil {
-			return nil, err
-		}
-		for _, kv := range passed {
-			s.Command.Env = SetEnv(s.Command.Env, kv)
-		}
-	}
-	for _, e := range c.StringSlice("env") {
-		kv, err := config.ParseEnv(e)
-		if err != nil {
-			return nil, err
-		}
-		s.Command.Env = SetEnv(s.Command.Env, kv)
+	if s.Command.Env, err = environment(c, s.TTY); err != nil {
+		return nil, err
 	}
 	if err := files(c, s); err != nil {
 		return nil, err
-	}
-	if s.Root == "" {
-		// The host's root: the caller's directory exists there too.
-		if wd, err := os.Getwd(); err == nil {
-			s.Command.Dir = wd
-		}
 	}
 	if s.Command.Dir == "" {
 		s.Command.Dir = "/"
@@ -119,7 +106,7 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		}
 		s.Networks = append(s.Networks, n)
 	}
-	if s.Kernel, err = kernel(c); err != nil {
+	if s.Kernel, err = kernel(c, drv); err != nil {
 		return nil, err
 	}
 	s.Identity, err = identity(c)
@@ -127,6 +114,32 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 		return nil, err
 	}
 	return s, s.Validate()
+}
+
+// environment is the program's: the default PATH, TERM on a terminal,
+// then --pass-env, then -e.
+func environment(c *cli.Context, tty bool) ([]string, error) {
+	env := []string{"PATH=" + DefaultPath}
+	if t := os.Getenv("TERM"); tty && t != "" {
+		env = append(env, "TERM="+t)
+	}
+	for _, pattern := range c.StringSlice("pass-env") {
+		passed, err := passEnv(pattern, os.Environ())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range passed {
+			env = SetEnv(env, kv)
+		}
+	}
+	for _, e := range c.StringSlice("env") {
+		kv, err := config.ParseEnv(e)
+		if err != nil {
+			return nil, err
+		}
+		env = SetEnv(env, kv)
+	}
+	return env, nil
 }
 
 // DriverOf names the driver of a libvirt URI such as qemu+ssh://host/system.
@@ -145,18 +158,85 @@ func DriverOf(uri string) (config.Driver, error) {
 	return "", fmt.Errorf("%w: -c %q: unsupported driver %q (want lxc or qemu)", config.ErrInvalid, uri, scheme)
 }
 
-// files fills in the sandbox's root, mounts, includes and disks.
+// files fills in, for the sandbox's root, its working directory, mounts,
+// includes and disks.
 func files(c *cli.Context, s *config.Sandbox) error {
-	s.Root = c.String("root")
 	s.WritableRoot = c.Bool("writable-root")
+	if s.Root == "" {
+		// The host's root: the caller's directory exists there too.
+		if wd, err := os.Getwd(); err == nil {
+			s.Command.Dir = wd
+		}
+	}
+	if err := mounts(c, s); err != nil {
+		return err
+	}
+	s.Mounts = append(s.Mounts, callerMounts(s)...)
+	if err := includes(c, s); err != nil {
+		return err
+	}
+	return disks(c, s)
+}
+
+// mounts reads -m and --rw; a target given twice is refused here, where
+// both options are known as typed.
+func mounts(c *cli.Context, s *config.Sandbox) error {
+	used := map[string]string{} // target: the option that took it
+	add := func(m config.Mount, opt string) error {
+		if prev, dup := used[m.Target]; dup {
+			return fmt.Errorf("%w: %s: target %s already used by %s", config.ErrInvalid, opt, m.Target, prev)
+		}
+		used[m.Target] = opt
+		s.Mounts = append(s.Mounts, m)
+		return nil
+	}
 	for _, spec := range c.StringSlice("mount") {
 		m, err := config.ParseMount(spec)
 		if err != nil {
 			return err
 		}
-		s.Mounts = append(s.Mounts, m)
+		if err := add(m, fmt.Sprintf("-m %q", spec)); err != nil {
+			return err
+		}
 	}
-	specs := c.StringSlice("include")
+	for _, p := range c.StringSlice("rw") {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		if err := add(config.Mount{Type: config.HostBind, Target: abs, Source: abs}, fmt.Sprintf("--rw %q", p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// disks reads --disk; a tag given twice is refused here, where both options
+// are known as typed.
+func disks(c *cli.Context, s *config.Sandbox) error {
+	used := map[string]string{} // tag: the option that took it
+	for _, spec := range c.StringSlice("disk") {
+		d, err := config.ParseDisk(spec)
+		if err != nil {
+			return err
+		}
+		if prev, dup := used[d.Tag]; dup {
+			return fmt.Errorf("%w: --disk %q: tag %s already used by --disk %q", config.ErrInvalid, spec, d.Tag, prev)
+		}
+		used[d.Tag] = spec
+		s.Disks = append(s.Disks, d)
+	}
+	return nil
+}
+
+// includes reads -i and -I, and checks that each lands somewhere writable
+// while the option as typed is known.
+func includes(c *cli.Context, s *config.Sandbox) error {
+	type spec struct{ opt, text string }
+	var specs []spec
+	for _, text := range c.StringSlice("include") {
+		specs = append(specs, spec{"-i", text})
+	}
 	for _, file := range c.StringSlice("includefile") {
 		b, err := os.ReadFile(file)
 		if err != nil {
@@ -164,38 +244,26 @@ func files(c *cli.Context, s *config.Sandbox) error {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-				specs = append(specs, line)
+				specs = append(specs, spec{"-I " + file + ":", line})
 			}
 		}
 	}
-	for _, spec := range specs {
-		inc, err := config.ParseInclude(spec)
+	for _, sp := range specs {
+		inc, err := config.ParseInclude(sp.text)
 		if err != nil {
 			return err
+		}
+		if !s.Writable(inc.Guest) {
+			return fmt.Errorf("%w: %s %q: %s is %s", config.ErrInvalid, sp.opt, sp.text, inc.Guest, config.NotWritable)
 		}
 		s.Includes = append(s.Includes, inc)
-	}
-	for _, p := range c.StringSlice("rw") {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return err
-		}
-		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: abs, Source: abs})
-	}
-	if dir, ok := hiddenProgramDir(s); ok {
-		s.Mounts = append(s.Mounts, config.Mount{Type: config.HostBind, Target: dir, Source: dir})
-	}
-	for _, spec := range c.StringSlice("disk") {
-		d, err := config.ParseDisk(spec)
-		if err != nil {
-			return err
-		}
-		s.Disks = append(s.Disks, d)
 	}
 	return nil
 }
 
-func kernel(c *cli.Context) (config.Kernel, error) {
+// kernel reads the machine options. Their rules are checked here, where
+// the messages can name the options as typed, before Validate's backstop.
+func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 	k := config.Kernel{
 		Path:       c.String("kernpath"),
 		Version:    c.String("kernver"),
@@ -204,13 +272,26 @@ func kernel(c *cli.Context) (config.Kernel, error) {
 		VirtType:   c.String("virt-type"),
 		Cmdline:    c.String("kernel-args"),
 	}
-	if m := c.String("memory"); m != "" {
-		kib, err := config.ParseSize(m)
-		if err != nil {
-			return k, fmt.Errorf("--memory: %w", err)
-		}
-		k.MemoryMiB = (kib + 1023) / 1024
+	if c.IsSet("vcpus") && k.VCPUs == 0 {
+		return k, fmt.Errorf("%w: --vcpus 0: want at least 1", config.ErrInvalid)
 	}
+	switch k.VirtType {
+	case "", "kvm", "qemu":
+	default:
+		return k, fmt.Errorf("%w: --virt-type %q: unknown (want kvm or qemu)", config.ErrInvalid, k.VirtType)
+	}
+	m := c.String("memory")
+	if m == "" {
+		return k, nil
+	}
+	mib, err := config.ParseMemory(m)
+	if err != nil {
+		return k, err
+	}
+	if drv == config.QEMU && mib < config.MinQEMUMemoryMiB {
+		return k, fmt.Errorf("%w: --memory %q: too small for a QEMU guest (want at least %dM)", config.ErrInvalid, m, config.MinQEMUMemoryMiB)
+	}
+	k.MemoryMiB = mib
 	return k, nil
 }
 
@@ -244,31 +325,6 @@ func passEnv(pattern string, environ []string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// hiddenProgramDir is the directory of a program named by an absolute path
-// under /tmp, which the sandbox would not see (it has a /tmp of its own):
-// go test -exec runs test binaries from its build directory there, and reads
-// back what they write next to them (coverage profiles). It is shared,
-// writable, at the same path.
-func hiddenProgramDir(s *config.Sandbox) (string, bool) {
-	prog := s.Command.Argv[0]
-	if !filepath.IsAbs(prog) || s.Root != "" {
-		return "", false
-	}
-	dir := filepath.Dir(filepath.Clean(prog))
-	if !strings.HasPrefix(dir+"/", "/tmp/") || dir == "/tmp" {
-		return "", false
-	}
-	for _, m := range s.Mounts {
-		if m.Target == dir || strings.HasPrefix(dir+"/", m.Target+"/") {
-			return "", false
-		}
-	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", false
-	}
-	return dir, true
 }
 
 // HasEnv tells whether env sets key.

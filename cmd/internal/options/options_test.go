@@ -93,8 +93,17 @@ func TestConfigErrors(t *testing.T) {
 		{args: []string{"-e", "NOVALUE", "true"}, want: "NOVALUE"},
 		{args: []string{"-n", "bad/name", "true"}, want: "bad/name"},
 		{args: []string{"--virt-type", "xen", "-c", "qemu:///session", "true"}, want: "xen"},
-		// Config validates: QEMU cannot boot in 1 MiB.
-		{args: []string{"--memory", "1M", "-c", "qemu:///session", "true"}, want: "memory"},
+		// QEMU cannot boot in 1 MiB; the message names the option as typed.
+		{args: []string{"--memory", "1M", "-c", "qemu:///session", "true"}, want: `--memory "1M": too small`},
+		{args: []string{"--memory", "300K", "-c", "qemu:///session", "true"}, want: `--memory "300K": too small`},
+		{args: []string{"--memory", "0", "true"}, want: `--memory "0"`},
+		{args: []string{"--vcpus", "0", "true"}, want: "--vcpus 0"},
+		{args: []string{"--virt-type", "xen", "true"}, want: `--virt-type "xen"`},
+		// Errors name the options as typed, never the config's fields.
+		{args: []string{"-n", "a/b", "true"}, want: `-n "a/b": want`},
+		{args: []string{"-m", "ram:/x=1M", "-m", "ram:/x/=2M", "true"}, want: `-m "ram:/x/=2M": target /x already used by -m "ram:/x=1M"`},
+		{args: []string{"-m", "ram:/srv=1M", "--rw", "/srv", "true"}, want: `--rw "/srv": target /srv already used by -m "ram:/srv=1M"`},
+		{args: []string{"--disk", "file:a=/x", "--disk", "file:a=/y", "true"}, want: `--disk "file:a=/y": tag a already used by --disk "file:a=/x"`},
 	} {
 		cfg, err := configOf(t, tt.args...)
 		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(fmt.Sprint(err), tt.want) {
@@ -267,8 +276,9 @@ func TestConfigKernel(t *testing.T) {
 		{args: []string{"true"}, want: config.Kernel{}},
 		{args: []string{"--memory", "2G", "true"}, want: config.Kernel{MemoryMiB: 2048}},
 		{args: []string{"--memory", "512M", "true"}, want: config.Kernel{MemoryMiB: 512}},
-		// Sizes round up to whole MiB: never less than asked.
-		{args: []string{"--memory", "1", "true"}, want: config.Kernel{MemoryMiB: 1}},
+		// A bare number is MiB, as for qemu -m; other sizes round up to
+		// whole MiB: never less than asked.
+		{args: []string{"--memory", "300", "-c", "qemu:///system", "true"}, want: config.Kernel{MemoryMiB: 300}},
 		{args: []string{"--memory", "1536K", "true"}, want: config.Kernel{MemoryMiB: 2}},
 		{
 			args: []string{"-c", "qemu:///session", "--memory", "1G", "--vcpus", "4", "--kernpath", "/boot/k", "--kernver", "6.1.0", "--kmodpath", "/m", "--virt-type", "qemu", "--kernel-args", "a=1 b", "true"},
