@@ -53,7 +53,7 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		p, err = startTTY(cmd, size)
 	case g.StdioSocket() != "":
 		var files [3]*os.File
-		if files, err = console.ReceiveStdio(filepath.Join(config.GuestDir, g.StdioSocket())); err != nil {
+		if files, err = receiveStdio(b, g.StdioSocket()); err != nil {
 			return err
 		}
 		p, err = startOnFiles(cmd, files)
@@ -298,6 +298,18 @@ func startPipes(cmd *exec.Cmd) (console.Program, error) {
 		Stderr: errR,
 		Signal: func(sig syscall.Signal) { unix.Kill(-pgid, sig) },
 	}, nil
+}
+
+// receiveStdio takes the program's stdio from the host's socket name in
+// the config share, reached through the sandbox's own /run: a user's mount
+// over /run may hide the share's path.
+func receiveStdio(b *boot, name string) ([3]*os.File, error) {
+	dir, err := b.ownRun.OpenFile(inRun(config.GuestDir), unix.O_PATH, 0)
+	if err != nil {
+		return [3]*os.File{}, err
+	}
+	defer dir.Close()
+	return console.ReceiveStdio(fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), name))
 }
 
 // startOnFiles runs the program on the stdin, stdout and stderr the host
