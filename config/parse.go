@@ -181,10 +181,13 @@ func parseMount(spec string) (Mount, error) {
 	if m.Target == "/" {
 		return Mount{}, fmt.Errorf("target %q: %v", dst, errRootTarget)
 	}
+	if kernelFS(m.Target) {
+		return Mount{}, fmt.Errorf("target %q: %v", dst, errKernelFSTarget)
+	}
 
 	switch m.Type {
 	case HostBind:
-		if err := checkNoNUL(src); err != nil {
+		if err := checkPathChars(src); err != nil {
 			return Mount{}, fmt.Errorf("source %q: %v", src, err)
 		}
 		m.Source = src
@@ -497,14 +500,26 @@ func checkPath(p string) error {
 	case !path.IsAbs(p):
 		return errors.New("not absolute (want a path starting with /)")
 	}
-	return checkNoNUL(p)
+	return checkPathChars(p)
 }
 
 func checkHostFile(p string) error {
 	if p == "" {
 		return errors.New("empty (want a file)")
 	}
-	return checkNoNUL(p)
+	return checkPathChars(p)
+}
+
+// checkPathChars refuses the control characters (a newline, a tab, NUL)
+// that no path of a sandbox may hold: libvirt refuses them in a domain's
+// paths, and they are far more often a mistake than a file's name.
+func checkPathChars(p string) error {
+	for _, r := range p {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("contains the control character %q", r)
+		}
+	}
+	return nil
 }
 
 func checkFormat(f string) error {

@@ -128,6 +128,21 @@ func (s *Sandbox) validateMounts() error {
 
 // validateMount returns an error starting with the field name, for the
 // caller to prefix with the mount's index.
+// errKernelFSTarget refuses mounts over the sandbox's kernel filesystems,
+// which the init and every program need as they are.
+var errKernelFSTarget = errors.New("the sandbox's own /dev, /proc and /sys cannot be mounted over (mount somewhere else)")
+
+// kernelFS tells /dev, /proc, /sys and what is inside /proc and /sys; the
+// directories in /dev (such as /dev/shm) may take a mount.
+func kernelFS(target string) bool {
+	for _, d := range []string{"/dev", "/proc", "/sys"} {
+		if target == d || (d != "/dev" && strings.HasPrefix(target, d+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
 func validateMount(m Mount) error {
 	if !knownMountType(m.Type) {
 		return fmt.Errorf("type %q: unknown (want host-bind, host-image, guest-bind or ram)", m.Type)
@@ -140,6 +155,9 @@ func validateMount(m Mount) error {
 	}
 	if m.Target == "/" {
 		return fmt.Errorf("target %q: %v", m.Target, errRootTarget)
+	}
+	if kernelFS(m.Target) {
+		return fmt.Errorf("target %q: %v", m.Target, errKernelFSTarget)
 	}
 	if m.Format != "" && m.Type != HostImage {
 		return fmt.Errorf("format %q: only host-image mounts have a format", m.Format)
@@ -155,7 +173,7 @@ func validateMount(m Mount) error {
 	switch m.Type {
 	case HostBind:
 		// An empty source asks the launcher for a fresh temporary directory.
-		err = checkNoNUL(m.Source)
+		err = checkPathChars(m.Source)
 	case HostImage:
 		err = checkHostFile(m.Source)
 	case GuestBind:
@@ -278,7 +296,7 @@ func (s *Sandbox) validateIncludes() error {
 		if c := path.Clean(inc.Guest); c != inc.Guest {
 			return fmt.Errorf("includes[%d].guest %q: not clean (want %q)", i, inc.Guest, c)
 		}
-		if inc.Host == "" || checkNoNUL(inc.Host) != nil {
+		if inc.Host == "" || checkPathChars(inc.Host) != nil {
 			return fmt.Errorf("includes[%d].host %q: want a host path", i, inc.Host)
 		}
 		if !s.Writable(inc.Guest) {

@@ -1,8 +1,10 @@
 package sandbox
 
 import (
+	"fmt"
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
+	"runtime"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
 )
@@ -30,6 +32,43 @@ func baseDomain(cfg *config.Sandbox, typ string, memMiB uint64) *libvirtxml.Doma
 	}
 	return d
 }
+
+// checkHost checks the config against the host it runs on, before anything
+// starts: what no sandbox of this host could be given is refused in the
+// words of its option. A remote host's limits are the remote libvirt's to
+// check.
+func checkHost(cfg *config.Sandbox) error {
+	k := cfg.Kernel
+	if cfg.Driver == config.QEMU && k.VCPUs > maxQEMUVCPUs {
+		return fmt.Errorf("%w: --vcpus %d: a QEMU sandbox takes at most %d", config.ErrInvalid, k.VCPUs, maxQEMUVCPUs)
+	}
+	if cfg.Driver == config.LXC && k.MemoryMiB != 0 && k.MemoryMiB < minLXCMemoryMiB {
+		return fmt.Errorf("%w: --memory %dM: too small for a container to start (want at least %dM)", config.ErrInvalid, k.MemoryMiB, minLXCMemoryMiB)
+	}
+	if !isLocal(cfg.URI) {
+		return nil
+	}
+	if cpus := uint(runtime.NumCPU()); cfg.Driver == config.LXC && k.VCPUs > cpus {
+		return fmt.Errorf("%w: --vcpus %d: this host has %d CPUs", config.ErrInvalid, k.VCPUs, cpus)
+	}
+	mem := hostMemoryMiB()
+	if cfg.Driver == config.QEMU && k.MemoryMiB > mem {
+		return fmt.Errorf("%w: --memory %dM: more than this host's %dM", config.ErrInvalid, k.MemoryMiB, mem)
+	}
+	for _, m := range cfg.Mounts {
+		if m.Type == config.RAM && m.SizeKiB>>10 > mem {
+			return fmt.Errorf("%w: -m ram:%s: %dM is more than this host's %dM of memory", config.ErrInvalid, m.Target, m.SizeKiB>>10, mem)
+		}
+	}
+	return nil
+}
+
+// maxQEMUVCPUs is what QEMU's pc machine takes.
+const maxQEMUVCPUs = 255
+
+// minLXCMemoryMiB is the least memory limit a container starts its init
+// and a small program under (4 MiB was enough here; 8 leaves room).
+const minLXCMemoryMiB = 8
 
 func hostMemoryMiB() uint64 {
 	var si unix.Sysinfo_t

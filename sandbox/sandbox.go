@@ -109,6 +109,9 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	if err := cfg.Validate(); err != nil {
 		return 0, err
 	}
+	if err := checkHost(cfg); err != nil {
+		return 0, err
+	}
 	drv, err := driverFor(cfg.Driver)
 	if err != nil {
 		return 0, err

@@ -62,6 +62,9 @@ func Create(cfg *config.Sandbox) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := checkHost(cfg); err != nil {
+		return err
+	}
 	dir := serviceDir(cfg.Name)
 	r, err := newRun(cfg)
 	if err != nil {
