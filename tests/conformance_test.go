@@ -1,0 +1,240 @@
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// conformancePackages are the standard library packages whose own tests
+// TestConformance runs in each sandbox and on the host: together they use
+// what a program expects of its system (files, directories and links,
+// processes and their credentials, signals, clocks and timers, users,
+// sockets).
+var conformancePackages = []string{"os", "os/exec", "os/signal", "path/filepath", "time", "io/fs", "os/user", "net"}
+
+// privilegedPackages run with -p when the host run is root's: their tests
+// take uid 0 to mean root's capabilities (syscall's TestSetuidEtc calls
+// setresuid and setgroups), and a sandbox's program is the caller's uid
+// without capabilities unless -p.
+var privilegedPackages = []string{"syscall"}
+
+// conformanceFlags run the short variants: the long ones add minutes under
+// TCG and net's external-network tests, which -short skips, fail without a
+// network on the host as much as in a sandbox.
+var conformanceFlags = []string{"-short", "-count=1", "-json"}
+
+// knownDifference is a test whose verdict in a sandbox differs from the
+// host's for a reason the sandbox cannot remove.
+type knownDifference struct {
+	// verdict is the sandbox's: "skip" or "fail".
+	verdict string
+	// drivers are those it differs on; none means all.
+	drivers []string
+	why     string
+}
+
+// knownDifferences are all the differences TestConformance accepts, keyed
+// by "package TestName". README.md's "What differs from the host" lists
+// them for users: keep the two in step.
+var knownDifferences = map[string]knownDifference{
+	"net TestIPConnRemoteName": {verdict: "skip",
+		why: "raw IP sockets need CAP_NET_RAW, which a sandbox drops: the program has no capabilities"},
+	"net TestIPConnSpecificMethods": {verdict: "skip",
+		why: "raw IP sockets need CAP_NET_RAW, which a sandbox drops: the program has no capabilities"},
+	"os/exec TestFindExecutableVsNoexec": {verdict: "skip",
+		why: "mounting a tmpfs needs CAP_SYS_ADMIN, which a sandbox drops: the program has no capabilities"},
+	"syscall TestAmbientCaps": {verdict: "skip", drivers: []string{"lxc"},
+		why: "libvirt's LXC driver takes CAP_SYS_TIME out of a container's bounding set, even with -p: the host's clock is not a container's to set"},
+	"syscall TestUnshare": {verdict: "skip",
+		why: "the test needs a network interface besides loopback, and a sandbox has none without -N"},
+}
+
+// TestConformance runs the standard library tests of conformancePackages
+// on the host and through go test -exec in a sandbox on each driver, and
+// checks that every test's verdict (pass, fail, skip) in a sandbox is the
+// host's, but for knownDifferences.
+func TestConformance(t *testing.T) {
+	gocache := goEnv(t, "GOCACHE")
+	start := time.Now()
+	host := runConformance(t, "")
+	t.Logf("host: %d tests in %v", len(host), time.Since(start).Round(time.Second))
+	onEachDriver(t, func(t *testing.T, uri string) {
+		// PATH: os, os/exec and syscall tests build helpers with the go
+		// command, found along PATH, which the sandbox's clean
+		// environment lacks. The host's build cache, writable: go
+		// build needs one, and the host run has just filled it.
+		exec := launcher + " -c " + uri + " --pass-env PATH -e GOCACHE=" + gocache + " --rw " + gocache
+		start := time.Now()
+		got := runConformance(t, exec)
+		t.Logf("%s: %d tests in %v", uri, len(got), time.Since(start).Round(time.Second))
+		for _, d := range compareVerdicts(host, got, driverName(uri)) {
+			t.Error(d)
+		}
+	})
+}
+
+// runConformance runs the suite with exec as go test's -exec (none: on the
+// host) and returns each test's verdict, and each package's as "package".
+func runConformance(t *testing.T, exec string) map[string]string {
+	t.Helper()
+	verdicts := map[string]string{}
+	privileged := os.Getuid() == 0
+	groups := [][]string{conformancePackages, privilegedPackages}
+	for i, pkgs := range groups {
+		args := append([]string(nil), conformanceFlags...)
+		if exec != "" {
+			e := exec
+			if i == 1 && privileged {
+				e += " -p"
+			}
+			args = append(args, "-exec", e+" --")
+		}
+		for k, v := range goTestJSON(t, append(args, pkgs...)) {
+			verdicts[k] = v
+		}
+	}
+	return verdicts
+}
+
+// testEvent is the part of a go test -json event the suite reads.
+type testEvent struct {
+	Action, Package, Test, Output string
+}
+
+// goTestJSON runs go test with args from a directory outside /tmp, where
+// the launcher's working directory is the host's, and reads its verdicts.
+func goTestJSON(t *testing.T, args []string) map[string]string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"test"}, args...)...)
+	cmd.Dir = "/"
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, _ := cmd.Output()
+	verdicts := map[string]string{}
+	// Package output, for a package that failed without a test failing:
+	// the sandbox could not run it, or it crashed.
+	pkgOut := map[string]*strings.Builder{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e testEvent
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Package == "" {
+			continue
+		}
+		key := e.Package
+		if e.Test != "" {
+			key += " " + e.Test
+		}
+		switch e.Action {
+		case "pass", "fail", "skip":
+			verdicts[key] = e.Action
+		case "output":
+			if e.Test == "" {
+				if pkgOut[key] == nil {
+					pkgOut[key] = &strings.Builder{}
+				}
+				pkgOut[key].WriteString(e.Output)
+			}
+		}
+	}
+	for pkg, b := range pkgOut {
+		if verdicts[pkg] == "fail" {
+			t.Logf("go test %s: package output:\n%s", pkg, b)
+		}
+	}
+	if len(verdicts) == 0 {
+		t.Fatalf("go test %q reported nothing; stderr:\n%s", args, stderr.String())
+	}
+	return verdicts
+}
+
+// compareVerdicts lists how got differs from host beyond the known
+// differences of driver, and the known differences it no longer shows.
+func compareVerdicts(host, got map[string]string, driver string) []string {
+	keys := map[string]bool{}
+	for k := range host {
+		keys[k] = true
+	}
+	for k := range got {
+		keys[k] = true
+	}
+	// A package that ran no test in the sandbox is one difference, not
+	// one per test.
+	ran := map[string]bool{}
+	for k := range got {
+		if pkg, test, _ := strings.Cut(k, " "); test != "" {
+			ran[pkg] = true
+		}
+	}
+	var diffs []string
+	for k := range keys {
+		if pkg, test, _ := strings.Cut(k, " "); test != "" && !ran[pkg] {
+			continue
+		}
+		top, sub := splitSubtest(k)
+		if known, ok := knownFor(top, driver); ok {
+			// Subtests follow their test.
+			if !sub && got[k] != known.verdict {
+				diffs = append(diffs, fmt.Sprintf("%s: %s in the sandbox, known to be %s there (%s): if the sandbox now behaves as the host, remove it from knownDifferences", k, verdictOf(got[k]), known.verdict, known.why))
+			}
+			continue
+		}
+		if host[k] != got[k] {
+			diffs = append(diffs, fmt.Sprintf("%s: %s in the sandbox, %s on the host", k, verdictOf(got[k]), verdictOf(host[k])))
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
+}
+
+// splitSubtest returns the key of the top-level test of a key, and whether
+// the key is a subtest's.
+func splitSubtest(key string) (string, bool) {
+	pkg, test, _ := strings.Cut(key, " ")
+	top, _, sub := strings.Cut(test, "/")
+	return pkg + " " + top, sub
+}
+
+// knownFor finds the known difference of a top-level test on driver.
+func knownFor(key, driver string) (knownDifference, bool) {
+	known, ok := knownDifferences[key]
+	if !ok {
+		return known, false
+	}
+	if len(known.drivers) == 0 {
+		return known, true
+	}
+	for _, d := range known.drivers {
+		if d == driver {
+			return known, true
+		}
+	}
+	return known, false
+}
+
+func verdictOf(v string) string {
+	if v == "" {
+		return "not run"
+	}
+	return v
+}
+
+// goEnv is a go env variable of the go command the tests run.
+func goEnv(t *testing.T, name string) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", name).Output()
+	v := strings.TrimSpace(string(out))
+	if err != nil || v == "" {
+		t.Fatalf("go env %s: %q, %v", name, v, err)
+	}
+	return v
+}
