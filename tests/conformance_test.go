@@ -35,7 +35,7 @@ var conformanceFlags = []string{"-short", "-count=1", "-json"}
 // knownDifference is a test whose verdict in a sandbox differs from the
 // host's for a reason the sandbox cannot remove.
 type knownDifference struct {
-	// verdict is the sandbox's: "skip" or "fail".
+	// verdict is the sandbox's: "pass", "fail" or "skip".
 	verdict string
 	// drivers are those it differs on; none means all.
 	drivers []string
@@ -181,7 +181,7 @@ func compareVerdicts(hostRes, gotRes results, driver string) []string {
 	for k := range got {
 		keys[k] = true
 	}
-	// A package that ran no test in the sandbox is one difference, not
+	// A package that ended early in the sandbox is one difference, not
 	// one per test.
 	ran := map[string]bool{}
 	for k := range got {
@@ -190,8 +190,13 @@ func compareVerdicts(hostRes, gotRes results, driver string) []string {
 		}
 	}
 	var diffs []string
+	notRun := map[string]int{}
 	for k := range keys {
-		if pkg, test, _ := strings.Cut(k, " "); test != "" && !ran[pkg] {
+		pkg, test, _ := strings.Cut(k, " ")
+		if test != "" && (!ran[pkg] || got[k] == "" && got[pkg] == "fail") {
+			// The package failed before the test ran: its own line,
+			// with its output, says why.
+			notRun[pkg]++
 			continue
 		}
 		top, sub := splitSubtest(k)
@@ -206,8 +211,28 @@ func compareVerdicts(hostRes, gotRes results, driver string) []string {
 			diffs = append(diffs, fmt.Sprintf("%s: %s in the sandbox, %s on the host; its output in the sandbox:\n%s", k, verdictOf(got[k]), verdictOf(host[k]), gotRes.outputs[k]))
 		}
 	}
+	for pkg, n := range notRun {
+		diffs = append(diffs, fmt.Sprintf("%s: %d tests not run in the sandbox; what the unfinished ones printed:\n%s", pkg, n, unfinished(gotRes, pkg)))
+	}
 	sort.Strings(diffs)
 	return diffs
+}
+
+// unfinished is what the tests of pkg that have no verdict printed, but for
+// go test's own lines: where a sandbox that ended early says why.
+func unfinished(res results, pkg string) string {
+	var b strings.Builder
+	for k, out := range res.outputs {
+		if p, test, _ := strings.Cut(k, " "); p != pkg || test == "" || res.verdicts[k] != "" {
+			continue
+		}
+		for _, line := range strings.SplitAfter(out, "\n") {
+			if !strings.HasPrefix(line, "=== ") {
+				b.WriteString(line)
+			}
+		}
+	}
+	return b.String()
 }
 
 // splitSubtest returns the key of the top-level test of a key, and whether
@@ -251,4 +276,37 @@ func goEnv(t *testing.T, name string) string {
 		t.Fatalf("go env %s: %q, %v", name, v, err)
 	}
 	return v
+}
+
+// TestCompareVerdicts checks the comparison TestConformance rests on.
+func TestCompareVerdicts(t *testing.T) {
+	v := func(kv ...string) results {
+		r := results{verdicts: map[string]string{}, outputs: map[string]string{}}
+		for i := 0; i < len(kv); i += 2 {
+			r.verdicts[kv[i]] = kv[i+1]
+		}
+		return r
+	}
+	host := v("os", "pass", "os TestA", "pass", "os TestB", "skip",
+		"syscall", "pass", "syscall TestUnshare", "pass", "syscall TestUnshare/x", "pass")
+	for _, tt := range []struct {
+		name  string
+		got   results
+		diffs int
+	}{
+		{"as the host but for a known difference", v("os", "pass", "os TestA", "pass", "os TestB", "skip",
+			"syscall", "pass", "syscall TestUnshare", "skip"), 0},
+		{"a test failing", v("os", "fail", "os TestA", "fail", "os TestB", "skip",
+			"syscall", "pass", "syscall TestUnshare", "skip"), 2},
+		{"a known difference gone", v("os", "pass", "os TestA", "pass", "os TestB", "skip",
+			"syscall", "pass", "syscall TestUnshare", "pass", "syscall TestUnshare/x", "pass"), 1},
+		{"a package that did not run", v("os", "fail",
+			"syscall", "pass", "syscall TestUnshare", "skip"), 2},
+		{"a test skipped", v("os", "pass", "os TestA", "skip", "os TestB", "skip",
+			"syscall", "pass", "syscall TestUnshare", "skip"), 1},
+	} {
+		if d := compareVerdicts(host, tt.got, "lxc"); len(d) != tt.diffs {
+			t.Errorf("%s: %d differences %q, want %d", tt.name, len(d), d, tt.diffs)
+		}
+	}
 }
