@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-
 	"runtime"
 	"strconv"
 	"strings"
@@ -68,9 +67,41 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 	return g.Serve(p)
 }
 
+// launch is a program ready to start.
+type launch struct {
+	*exec.Cmd
+	// unprivileged empties the program's capability bounding set and
+	// sets its no_new_privs.
+	unprivileged bool
+}
+
+// start starts the program. The bounding set and no_new_privs belong to a
+// thread, and a fork copies them from the thread that forks: dropped on
+// one thread of the init, they were missing from a program forked on
+// another, which then had every capability now and then. So the drop and
+// the fork happen on one thread, locked to a goroutine that ends without
+// unlocking it, which ends the thread too: no other goroutine runs on it.
+func (l *launch) start() error {
+	if !l.unprivileged {
+		return l.Cmd.Start()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := dropPrivileges(); err != nil {
+			// %v: not an error of the program's file, as execFailure
+			// would take an EPERM for.
+			errc <- fmt.Errorf("dropping privileges: %v", err)
+			return
+		}
+		errc <- l.Cmd.Start()
+	}()
+	return <-errc
+}
+
 // command prepares a process of the program's identity, environment and
 // directory for argv.
-func command(cfg *config.Sandbox, argv []string) (*exec.Cmd, error) {
+func command(cfg *config.Sandbox, argv []string) (*launch, error) {
 	id, err := resolveIdentity(cfg.Identity)
 	if err != nil {
 		return nil, err
@@ -82,11 +113,6 @@ func command(cfg *config.Sandbox, argv []string) (*exec.Cmd, error) {
 	}
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: cfg.Command.Dir}
 	cmd.SysProcAttr = &syscall.SysProcAttr{}
-	if !cfg.Identity.Privileged {
-		if err := dropPrivileges(); err != nil {
-			return nil, err
-		}
-	}
 	if id.UID != 0 || id.GID != 0 || len(id.Groups) > 0 {
 		groups := make([]uint32, len(id.Groups))
 		for i, g := range id.Groups {
@@ -99,7 +125,7 @@ func command(cfg *config.Sandbox, argv []string) (*exec.Cmd, error) {
 			return nil, workdirFailure(cmd.Dir, id, err)
 		}
 	}
-	return cmd, nil
+	return &launch{Cmd: cmd, unprivileged: !cfg.Identity.Privileged}, nil
 }
 
 // canEnter tells whether the program, as id, can make dir its working
@@ -253,10 +279,10 @@ func execFailure(path string, err error) error {
 	return err
 }
 
-// dropPrivileges empties the capability bounding set and sets no_new_privs,
-// so neither the program nor anything it runs (set-uid binaries of the host
-// root included) can gain a capability. The init keeps its own effective
-// capabilities for the teardown.
+// dropPrivileges empties the capability bounding set and sets no_new_privs
+// of the calling thread, so neither a program it forks nor anything that
+// runs (set-uid binaries of the host root included) can gain a capability.
+// The thread keeps its effective capabilities.
 func dropPrivileges() error {
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
@@ -268,7 +294,7 @@ func dropPrivileges() error {
 
 // startPipes runs the program on pipes, in its own process group so that
 // forwarded signals reach it and its children as a terminal's would.
-func startPipes(cmd *exec.Cmd) (console.Program, error) {
+func startPipes(cmd *launch) (console.Program, error) {
 	var p console.Program
 	inR, inW, err := os.Pipe()
 	if err != nil {
@@ -284,7 +310,7 @@ func startPipes(cmd *exec.Cmd) (console.Program, error) {
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	cmd.SysProcAttr.Setpgid = true
-	err = cmd.Start()
+	err = cmd.start()
 	inR.Close()
 	outW.Close()
 	errW.Close()
@@ -316,10 +342,10 @@ func receiveStdio(b *boot, name string) ([3]*os.File, error) {
 // handed over, in its own process group as startPipes does. The init keeps
 // none of them open: the caller must see the end of the program's output
 // when the program is gone.
-func startOnFiles(cmd *exec.Cmd, files [3]*os.File) (console.Program, error) {
+func startOnFiles(cmd *launch, files [3]*os.File) (console.Program, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = files[0], files[1], files[2]
 	cmd.SysProcAttr.Setpgid = true
-	err := cmd.Start()
+	err := cmd.start()
 	for _, f := range files {
 		f.Close()
 	}
@@ -331,7 +357,7 @@ func startOnFiles(cmd *exec.Cmd, files [3]*os.File) (console.Program, error) {
 }
 
 // startTTY runs the program as the leader of a new session on a fresh pty.
-func startTTY(cmd *exec.Cmd, size console.WinSize) (console.Program, error) {
+func startTTY(cmd *launch, size console.WinSize) (console.Program, error) {
 	var p console.Program
 	master, slave, err := pty.Open()
 	if err != nil {
@@ -344,7 +370,7 @@ func startTTY(cmd *exec.Cmd, size console.WinSize) (console.Program, error) {
 	cmd.SysProcAttr.Setsid = true
 	cmd.SysProcAttr.Setctty = true
 	cmd.SysProcAttr.Ctty = 0
-	err = cmd.Start()
+	err = cmd.start()
 	slave.Close()
 	if err != nil {
 		master.Close()

@@ -110,7 +110,7 @@ func (s *service) runOnce() (console.Status, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr.Setsid = true
 	cmd.SysProcAttr.Setctty = true
-	err = cmd.Start()
+	err = cmd.start()
 	slave.Close()
 	if err != nil {
 		return console.Status{}, execFailure(cmd.Path, err)

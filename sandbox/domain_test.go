@@ -50,7 +50,10 @@ func testConfig(drv config.Driver, uri string) *config.Sandbox {
 // that compares and prints well.
 type fsDesc struct {
 	Mount, RAM, Target, Driver string
-	ReadOnly                   bool
+	// MultiDevs is how a 9p share keeps files of different host
+	// filesystems apart.
+	MultiDevs string
+	ReadOnly  bool
 }
 
 func describeFS(fs []libvirtxml.DomainFilesystem) []fsDesc {
@@ -69,6 +72,7 @@ func describeFS(fs []libvirtxml.DomainFilesystem) []fsDesc {
 		if f.Driver != nil {
 			d.Driver = f.Driver.Type
 		}
+		d.MultiDevs = f.MultiDevs
 		d.ReadOnly = f.ReadOnly != nil
 		out = append(out, d)
 	}
@@ -488,8 +492,8 @@ func TestQEMUDomain(t *testing.T) {
 				wantRoot = "/"
 			}
 			wantFS := []fsDesc{
-				{Mount: wantRoot, Target: config.RootTag, Driver: "path", ReadOnly: true},
-				{Mount: stateDir, Target: config.ConfigTag, Driver: "path", ReadOnly: true},
+				{Mount: wantRoot, Target: config.RootTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
+				{Mount: stateDir, Target: config.ConfigTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
 			}
 			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
 				t.Errorf("qemuDriver.domain() filesystems = %+v, want %+v", got, wantFS)

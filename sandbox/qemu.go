@@ -63,10 +63,23 @@ func serialConsole(cfg *config.Sandbox, logPath string) libvirtxml.DomainSerial 
 	}
 }
 
+// ninePShare is a 9p export of the host directory src. The directory may
+// span several host filesystems (the host's / holds /proc, /sys, /dev, /run
+// and more), whose inode numbers overlap: every filesystem's root is inode
+// 1 or 2. 9p names a file by its inode alone (its qid), so the guest would
+// take /proc and /sys for one directory and any two files of the same inode
+// on different filesystems for one file. multidevs=remap makes QEMU fold
+// the device into the qid, so qids are unique across the export.
+func ninePShare(src, tag string, readonly bool) libvirtxml.DomainFilesystem {
+	f := bindFS(src, tag, readonly)
+	f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
+	f.MultiDevs = "remap"
+	return f
+}
+
 // writableShare is a 9p share the sandbox writes to.
 func writableShare(src, tag string) libvirtxml.DomainFilesystem {
-	f := bindFS(src, tag, false)
-	f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
+	f := ninePShare(src, tag, false)
 	if os.Getuid() != 0 {
 		// QEMU runs as the caller and cannot give files away: new
 		// files are the caller's.
@@ -182,12 +195,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if root == "" {
 		root = "/"
 	}
-	ninePFS := func(src, tag string) libvirtxml.DomainFilesystem {
-		f := bindFS(src, tag, true)
-		f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "path"}
-		return f
-	}
-	filesystems := []libvirtxml.DomainFilesystem{ninePFS(root, config.RootTag), ninePFS(r.stateDir, config.ConfigTag)}
+	filesystems := []libvirtxml.DomainFilesystem{ninePShare(root, config.RootTag, true), ninePShare(r.stateDir, config.ConfigTag, true)}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
 		disk := libvirtxml.DomainDisk{

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,4 +65,58 @@ func TestTerminal(t *testing.T) {
 			t.Errorf("exit status %d (%v), want 5", code, err)
 		}
 	})
+}
+
+// TestTerminalInputIsTyped checks that a program on a terminal reads only
+// what was typed: nothing when nothing was, and an end of file for a Ctrl-D
+// typed while the sandbox was starting, as script(1) sends when its own
+// input ends. A line-editing terminal keeps that Ctrl-D as a NUL marker,
+// which the launcher once passed on as input once it made its terminal raw:
+// the program saw, and echoed, a ^@.
+func TestTerminalInputIsTyped(t *testing.T) {
+	onEachDriver(t, func(t *testing.T, uri string) {
+		// A raw terminal shows any byte at all, in hex. --foreground
+		// keeps timeout's child in the terminal's foreground group,
+		// where reading the terminal does not stop it.
+		out := onTerminal(t, "", uri, "/bin/sh", "-c",
+			`stty raw -echo; timeout --foreground 2 dd bs=64 count=1 2>/dev/null | od -An -tx1; stty sane; echo done`)
+		if out != "done\r\n" {
+			t.Errorf("with nothing typed, the terminal showed %q, want %q", out, "done\r\n")
+		}
+		// dd exits 0 at an end of file, 124 (timeout's) still waiting.
+		out = onTerminal(t, "\x04", uri, "/bin/sh", "-c",
+			`timeout --foreground 60 dd bs=64 count=1 of=/tmp/in 2>/dev/null; echo "dd $?"; od -An -tx1 /tmp/in`)
+		if out != "dd 0\r\n" {
+			t.Errorf("with Ctrl-D typed at once, the terminal showed %q, want %q", out, "dd 0\r\n")
+		}
+	})
+}
+
+// onTerminal runs the launcher with args on a new pty, types typed on it at
+// once, before the sandbox is up, and returns all the terminal showed.
+func onTerminal(t *testing.T, typed string, uri string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(launcher, append([]string{"-c", uri, "--"}, args...)...)
+	cmd.Dir = "/"
+	f, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.WriteString(f, typed); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		// The pty's master reads EIO once the launcher is gone.
+		b, _ := io.ReadAll(f)
+		got <- b
+	}()
+	// SIGTERM, not SIGKILL: the launcher then destroys the sandbox itself.
+	timer := time.AfterFunc(3*time.Minute, func() { cmd.Process.Signal(syscall.SIGTERM) })
+	defer timer.Stop()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("launcher on a terminal: %v", err)
+	}
+	return string(<-got)
 }
