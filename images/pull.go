@@ -260,7 +260,7 @@ func (s *Store) readConfig(digest string) (*v1.ConfigFile, error) {
 // ErrDamaged is wrapped by errors about a blob in the store whose content
 // no longer hashes to its name (damaged on disk since it was verified). The
 // blob is removed, so that the next pull or load fetches it again.
-var ErrDamaged = errors.New("damaged in the image store (removed; pull or load the image again)")
+var ErrDamaged = errors.New("damaged in the image store")
 
 // readBlob reads a small blob (a manifest or config) and checks it.
 func (s *Store) readBlob(digest string) ([]byte, error) {
@@ -278,7 +278,7 @@ func (s *Store) readBlob(digest string) ([]byte, error) {
 	}
 	if got := sha256Hash(b).String(); got != digest {
 		s.removeBlob(digest)
-		return nil, fmt.Errorf("%w: its content hashes to %s", ErrDamaged, got)
+		return nil, fmt.Errorf("%w (its content hashes to %s; removed: pull or load the image again)", ErrDamaged, got)
 	}
 	return b, nil
 }

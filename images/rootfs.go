@@ -209,7 +209,7 @@ func (s *Store) applyLayer(a *applier, digest, diffID string) error {
 	damaged := func() error {
 		if got := "sha256:" + hex.EncodeToString(bh.Sum(nil)); got != digest {
 			s.removeBlob(digest)
-			return fmt.Errorf("%w: its content hashes to %s", ErrDamaged, got)
+			return fmt.Errorf("%w (its content hashes to %s; removed: pull or load the image again)", ErrDamaged, got)
 		}
 		return nil
 	}

@@ -6,6 +6,7 @@ package initrd
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -125,7 +126,21 @@ func verify(p, key string) bool {
 			return false
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:32] == key
+	if hex.EncodeToString(h.Sum(nil))[:32] != key {
+		return false
+	}
+	// The reader ends at the end of the file as at the trailer: the
+	// trailer, then padding only, must end the file.
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	tail := make([]byte, min(fi.Size(), 1024))
+	if _, err := f.ReadAt(tail, fi.Size()-int64(len(tail))); err != nil {
+		return false
+	}
+	i := bytes.LastIndex(tail, []byte("TRAILER!!!\x00"))
+	return i >= 0 && len(bytes.Trim(tail[i+len("TRAILER!!!\x00"):], "\x00")) == 0
 }
 
 // cacheError tells what failed in the cache by the cache's directory, not
