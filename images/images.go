@@ -394,6 +394,11 @@ func flock(f *os.File, how int) error {
 // directory: the temporary and content-addressed names in it mean nothing
 // to the user ("image store DIR: no space left on device").
 func (s *Store) storeError(err error) error {
+	for _, full := range []error{unix.ENOSPC, unix.EDQUOT} {
+		if errors.Is(err, full) {
+			return fmt.Errorf("image store %s: %w", s.Dir, full)
+		}
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) && strings.HasPrefix(pe.Path, s.Dir+"/") {
 		return fmt.Errorf("image store %s: %w", s.Dir, pe.Err)

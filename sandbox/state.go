@@ -13,10 +13,12 @@ import (
 
 // StateRoot is where runs keep their state directories: per user, in
 // memory, and removed at the end of each run. $VIRT_SANDBOX_STATE_DIR,
-// when set to an absolute path, chooses it for anyone.
+// when set to an absolute path, chooses where it is for anyone: in a
+// directory virt-sandbox of it, since runs remove what they find in the
+// root that no run holds.
 func StateRoot() string {
 	if d := os.Getenv("VIRT_SANDBOX_STATE_DIR"); filepath.IsAbs(d) {
-		return d
+		return filepath.Join(d, "virt-sandbox")
 	}
 	if os.Getuid() == 0 {
 		return "/run/virt-sandbox"
