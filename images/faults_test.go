@@ -124,12 +124,20 @@ func TestRootFSMarker(t *testing.T) {
 	if _, err := os.Stat(root + doneSuffix); err != nil {
 		t.Fatalf("no completion marker: %v", err)
 	}
-	s.Close()
 	// As a prune cut short would leave it: marker gone, half the files.
 	os.Remove(root + doneSuffix)
 	os.Remove(filepath.Join(root, "b"))
+	// While a run (here s, as an older virt-sandbox would) holds it, it
+	// is neither used nor removed.
 	s2 := openStore(t)
 	s2.Dir = s.Dir
+	if got, err := s2.RootFS(img); err == nil || !strings.Contains(err.Error(), "in use by another run") {
+		t.Errorf("RootFS() of an incomplete root in use = %s, %v, want it refused", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "a")); err != nil {
+		t.Errorf("the root in use was removed: %v", err)
+	}
+	s.Close()
 	root2, err := s2.RootFS(img)
 	if err != nil {
 		t.Fatal(err)

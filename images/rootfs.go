@@ -83,6 +83,9 @@ func (s *Store) rootFS(img *Image) (string, error) {
 		}
 		// Whoever had the lock before us may have built it.
 		if !complete(dir) {
+			if err := s.discardIncomplete(dir, lf); err != nil {
+				return "", err
+			}
 			if err := s.build(img, dir); err != nil {
 				return "", err
 			}
@@ -131,13 +134,6 @@ func (s *Store) build(img *Image, dir string) error {
 		return fmt.Errorf("manifest %s has %d layers, its config %d", img.Digest, len(m.Layers), len(cf.RootFS.DiffIDs))
 	}
 
-	// A root without its marker is incomplete: move it aside to be
-	// removed (renamed first, so no crash leaves a part under its name).
-	if isDir(dir) {
-		if err := s.discard(dir); err != nil {
-			return err
-		}
-	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.Dir, "tmp"), "rootfs-")
 	if err != nil {
 		return err
@@ -170,6 +166,24 @@ func (s *Store) build(img *Image, dir string) error {
 		return err
 	}
 	return s.writeFile(dir+doneSuffix, []byte(img.Digest+"\n"))
+}
+
+// discardIncomplete removes a root without its completion marker, left by
+// a build or a removal cut short, or made by an older virt-sandbox without
+// markers, whose runs may still use it. use is our shared use lock: only
+// when nobody else holds it is the root removed.
+func (s *Store) discardIncomplete(dir string, use *os.File) error {
+	if !isDir(dir) {
+		return nil
+	}
+	if err := unix.Flock(int(use.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.New("its root is incomplete and still in use by another run (of an older virt-sandbox?): try again when that has ended")
+	}
+	err := s.discard(dir)
+	if lerr := flock(use, unix.LOCK_SH); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // discard takes p out of its place by renaming it into tmp, then removes
