@@ -310,18 +310,22 @@ func finishFile(f *os.File) error {
 // containerd does: they are a few kilobytes, and are read into memory.
 const MaxManifestSize = 4 << 20
 
+// MaxLayerSize bounds one layer (compressed, as stored): the largest real
+// ones, of machine-learning images, have tens of gigabytes.
+const MaxLayerSize = 128 << 30
+
 // checkSizes refuses, before anything is fetched or written, an image
 // whose descriptors claim sizes it cannot have: a negative size, a config
-// beyond MaxManifestSize, or layers (those the store lacks) that need more
-// than the store's filesystem has free.
+// beyond MaxManifestSize, a layer beyond MaxLayerSize, or layers (those the
+// store lacks) that need more than the store's filesystem has free.
 func (s *Store) checkSizes(m *v1.Manifest) error {
 	if err := checkManifestSize("config", m.Config); err != nil {
 		return err
 	}
 	var need int64
 	for _, l := range m.Layers {
-		if l.Size < 0 {
-			return fmt.Errorf("layer %s claims a negative size (%d)", l.Digest, l.Size)
+		if l.Size < 0 || l.Size > MaxLayerSize {
+			return fmt.Errorf("layer %s claims %s, and may have at most %s", l.Digest, humanSize(l.Size), humanSize(MaxLayerSize))
 		}
 		if !s.haveBlob(l.Digest.String(), l.Size) {
 			need += l.Size

@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 )
@@ -357,3 +361,79 @@ func TestImageRaces(t *testing.T) {
 }
 
 var initrdOnly = regexp.MustCompile(`^initrd-[0-9a-f]{32}\.cpio$`)
+
+// TestImageAbsurdSizes: an OCI layout whose index.json says a manifest has
+// 1 TB, and a registry image whose layer claims 1 TB, are refused before
+// anything is stored, with one line naming the image and the claim.
+func TestImageAbsurdSizes(t *testing.T) {
+	t.Parallel()
+	reg := startRegistry(t)
+	nonce := randomHex(t)
+	store := hostDir(t)
+	env := opts{env: []string{"VIRT_SANDBOX_IMAGE_STORE=" + store}}
+	const tb = int64(1) << 40
+	img := markerImage(t, types.OCILayer, nonce)
+
+	// A layout: index.json claims 1 TB for the manifest.
+	dir := t.TempDir()
+	ref := fmt.Sprintf("127.0.0.1:1/vsbtest/huge-%s:1", nonce)
+	lp, err := layout.Write(filepath.Join(dir, "layout"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(ociImage(img), layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref})); err != nil {
+		t.Fatal(err)
+	}
+	idxPath := filepath.Join(dir, "layout", "index.json")
+	var im v1.IndexManifest
+	if err := json.Unmarshal([]byte(readFile(t, idxPath)), &im); err != nil {
+		t.Fatal(err)
+	}
+	im.Manifests[0].Size = tb
+	b, _ := json.Marshal(im)
+	writeFile(t, idxPath, string(b), 0o644)
+	file := filepath.Join(dir, "huge.tar")
+	tarDir(t, filepath.Join(dir, "layout"), file)
+	r := imageRun(t, env, "load", file)
+	t.Logf("load: exit %d: %s", r.code, r.stderr)
+	checkOneLine(t, r, "load "+file+": image "+ref+": manifest sha256:", store+"/tmp")
+	checkRefused(t, r, "claims 1.1 TB, and may have at most 4.2 MB")
+
+	// A registry image whose manifest says its layer has 1 TB.
+	raw, err := img.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Layers[1].Size = tb
+	pref := fmt.Sprintf("%s/vsbtest/hugelayer-%s:1", reg.addr, nonce)
+	push(t, pref, rawManifest{Image: img, manifest: m})
+	r = imageRun(t, env, "pull", "--insecure", pref)
+	t.Logf("pull: exit %d: %s", r.code, r.stderr)
+	checkOneLine(t, r, "pull "+pref+": layer sha256:", store+"/tmp")
+	checkRefused(t, r, "claims 1.1 TB, and may have at most 137.4 GB")
+	if got := names(filepath.Join(store, "blobs", "sha256")) + names(filepath.Join(store, "refs")) + names(filepath.Join(store, "tmp")); got != "" {
+		t.Errorf("refused images left %q in the store", got)
+	}
+}
+
+// rawManifest is an image whose manifest is manifest, as it is.
+type rawManifest struct {
+	v1.Image
+	manifest *v1.Manifest
+}
+
+func (i rawManifest) Manifest() (*v1.Manifest, error) { return i.manifest, nil }
+func (i rawManifest) RawManifest() ([]byte, error)    { return json.Marshal(i.manifest) }
+func (i rawManifest) Digest() (v1.Hash, error) {
+	b, _ := i.RawManifest()
+	h, _, err := v1.SHA256(bytes.NewReader(b))
+	return h, err
+}
+func (i rawManifest) Size() (int64, error) {
+	b, _ := i.RawManifest()
+	return int64(len(b)), nil
+}
