@@ -158,6 +158,40 @@ func TestImageStoreFull(t *testing.T) {
 		t.Errorf("a refused pull left %q in the store", got)
 	}
 
+	// Room for the layers as the manifest gives their sizes, but not for
+	// the files they are in: the pull passes the check and fails writing.
+	var need int64
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls {
+		n, err := l.Size()
+		if err != nil {
+			t.Fatal(err)
+		}
+		need += n
+	}
+	release()
+	release = fill(t, store, need+4096)
+	r = imageRun(t, env, "pull", "--insecure", ref)
+	t.Logf("pull with %d bytes free: exit %d: %s", need, r.code, r.stderr)
+	checkPullFailed(t, r, "pull "+ref+": image store "+store+": no space left on device")
+	for _, l := range internal {
+		if strings.Contains(r.stderr, l) {
+			t.Errorf("the error names %s: %s", l, r.stderr)
+		}
+	}
+	if got := names(filepath.Join(store, "tmp")) + names(filepath.Join(store, "refs")); got != "" {
+		t.Errorf("a failed pull left %q in the store", got)
+	}
+	blobs := filepath.Join(store, "blobs", "sha256")
+	for _, b := range strings.Fields(names(blobs)) {
+		if fileSum(t, filepath.Join(blobs, b)) != b {
+			t.Errorf("a failed pull left a partial blob %s", b)
+		}
+	}
+
 	// Room for the blobs, not for the root: the run fails flattening.
 	release()
 	release = fill(t, store, 4<<20)
