@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -197,8 +198,8 @@ func TestAbsurdSizes(t *testing.T) {
 
 	s := openStore(t)
 	for _, tt := range []struct{ ref, want string }{
-		{bigLayerRef, "claims 1.1 TB, and may have at most 137.4 GB"},
-		{bigIndexRef, "claims 1.1 TB, and may have at most 4.2 MB"},
+		{bigLayerRef, "claims 1.1 TB, more than the 128 GiB allowed"},
+		{bigIndexRef, "claims 1.1 TB, more than the 4 MiB allowed"},
 	} {
 		gets := reg.blobGets.Load()
 		_, err := s.Pull(context.Background(), tt.ref, PullOptions{Insecure: true})
@@ -241,7 +242,7 @@ func TestAbsurdSizes(t *testing.T) {
 	tarDir(t, dir, archive)
 	s2 := openStore(t)
 	_, err = s2.Load(context.Background(), archive)
-	want := "load " + archive + ": image example.com/t/huge:1: manifest " + digestOf(t, good) + " claims 1.1 TB, and may have at most 4.2 MB"
+	want := "load " + archive + ": image example.com/t/huge:1: manifest " + digestOf(t, good) + " claims 1.1 TB, more than the 4 MiB allowed"
 	if err == nil || err.Error() != want {
 		t.Errorf("Load() = %v, want %s", err, want)
 	}
@@ -302,4 +303,42 @@ func (r *testRegistry) pushIndex(t *testing.T, repoTag string, idx v1.ImageIndex
 		t.Fatalf("remote.WriteIndex(%s) = %v", ref, err)
 	}
 	return ref
+}
+
+// TestCheckSizes: the limits on what descriptors may claim.
+func TestCheckSizes(t *testing.T) {
+	s := openStore(t)
+	d := func(size int64) v1.Descriptor {
+		return v1.Descriptor{Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("a", 64)}, Size: size}
+	}
+	for _, tt := range []struct {
+		name   string
+		config int64
+		layers []int64
+		want   string // "" for none
+	}{
+		{"small", 1000, []int64{1000, 2000}, ""},
+		{"config at the limit", MaxManifestSize, nil, ""},
+		{"config beyond", MaxManifestSize + 1, nil, "config sha256:aaaa"},
+		{"negative config", -1, nil, "claims a negative size (-1)"},
+		{"negative layer", 10, []int64{-5}, "claims a negative size (-5)"},
+		{"layer beyond", 10, []int64{MaxLayerSize + 1}, "more than the 128 GiB allowed"},
+		// 2 TiB in all: more than a test machine has free.
+		{"layers beyond the free space", 10, slices.Repeat([]int64{MaxLayerSize}, 16), "its layers claim 2.2 TB, more than the"},
+	} {
+		m := &v1.Manifest{Config: d(tt.config)}
+		for _, l := range tt.layers {
+			m.Layers = append(m.Layers, d(l))
+		}
+		err := s.checkSizes(m)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s: checkSizes() = %v, want nil", tt.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: checkSizes() = %v, want %q", tt.name, err, tt.want)
+		}
+	}
 }

@@ -308,10 +308,12 @@ func finishFile(f *os.File) error {
 
 // MaxManifestSize bounds manifests, indexes and image configs, as
 // containerd does: they are a few kilobytes, and are read into memory.
+// The messages say "4 MiB": keep them in step.
 const MaxManifestSize = 4 << 20
 
 // MaxLayerSize bounds one layer (compressed, as stored): the largest real
 // ones, of machine-learning images, have tens of gigabytes.
+// The messages say "128 GiB": keep them in step.
 const MaxLayerSize = 128 << 30
 
 // checkSizes refuses, before anything is fetched or written, an image
@@ -324,8 +326,11 @@ func (s *Store) checkSizes(m *v1.Manifest) error {
 	}
 	var need int64
 	for _, l := range m.Layers {
-		if l.Size < 0 || l.Size > MaxLayerSize {
-			return fmt.Errorf("layer %s claims %s, and may have at most %s", l.Digest, humanSize(l.Size), humanSize(MaxLayerSize))
+		if l.Size < 0 {
+			return fmt.Errorf("layer %s claims a negative size (%d)", l.Digest, l.Size)
+		}
+		if l.Size > MaxLayerSize {
+			return fmt.Errorf("layer %s claims %s, more than the 128 GiB allowed", l.Digest, humanSize(l.Size))
 		}
 		if !s.haveBlob(l.Digest.String(), l.Size) {
 			need += l.Size
@@ -347,8 +352,11 @@ func (s *Store) checkSizes(m *v1.Manifest) error {
 // checkManifestSize refuses a descriptor of a manifest, index or config
 // that claims a size such a document cannot have.
 func checkManifestSize(what string, d v1.Descriptor) error {
-	if d.Size < 0 || d.Size > MaxManifestSize {
-		return fmt.Errorf("%s %s claims %s, and may have at most %s", what, d.Digest, humanSize(d.Size), humanSize(MaxManifestSize))
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s claims a negative size (%d)", what, d.Digest, d.Size)
+	}
+	if d.Size > MaxManifestSize {
+		return fmt.Errorf("%s %s claims %s, more than the 4 MiB allowed", what, d.Digest, humanSize(d.Size))
 	}
 	return nil
 }

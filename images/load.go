@@ -125,7 +125,12 @@ func archiveKind(file string) (docker, oci bool, err error) {
 		if err != nil {
 			return false, false, fmt.Errorf("not a tar archive: %w", err)
 		}
-		switch path.Clean(strings.TrimLeft(hdr.Name, "/")) {
+		name := path.Clean(strings.TrimLeft(hdr.Name, "/"))
+		if (name == "manifest.json" || name == "index.json") && hdr.Size > MaxManifestSize {
+			// Read into memory whole: refused before it is.
+			return false, false, fmt.Errorf("%s has %s, more than the 4 MiB allowed", name, humanSize(hdr.Size))
+		}
+		switch name {
 		case "manifest.json":
 			docker = true
 		case "index.json":

@@ -179,7 +179,7 @@ func (s *Store) store(img v1.Image, p *progress) (*Image, error) {
 	}
 	digest := sha256Hash(raw).String()
 	if len(raw) > MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s has %s, and may have at most %s", digest, humanSize(int64(len(raw))), humanSize(MaxManifestSize))
+		return nil, fmt.Errorf("manifest %s has %s, more than the 4 MiB allowed", digest, humanSize(int64(len(raw))))
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
