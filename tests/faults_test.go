@@ -53,20 +53,28 @@ func smallFS(t *testing.T, size int64) string {
 			t.Errorf("losetup -d %s: %v: %s", loop, err, out)
 		}
 	})
-	mountIn := func(ns ...string) {
+	mountIn := func(gone func() bool, ns ...string) {
 		host(t, ns[0], append(ns[1:], "mount", loop, dir)...)
 		t.Cleanup(func() {
+			if gone() {
+				return // the namespace went, and its mounts with it
+			}
 			if out, err := exec.Command(ns[0], append(ns[1:], "umount", dir)...).CombinedOutput(); err != nil {
 				t.Errorf("umount %s: %v: %s", dir, err, out)
 			}
 		})
 	}
-	mountIn("env")
+	mountIn(func() bool { return false }, "env")
 	pid := strings.TrimSpace(host(t, "pidof", "-s", "libvirtd"))
 	theirs, _ := os.Readlink("/proc/" + pid + "/ns/mnt")
 	ours, _ := os.Readlink("/proc/self/ns/mnt")
 	if theirs != ours {
-		mountIn("nsenter", "-t", pid, "-m")
+		// Another test may restart libvirtd meanwhile.
+		gone := func() bool {
+			now, _ := os.Readlink("/proc/" + pid + "/ns/mnt")
+			return now != theirs
+		}
+		mountIn(gone, "nsenter", "-t", pid, "-m")
 	}
 	os.Remove(filepath.Join(dir, "lost+found"))
 	os.Chmod(dir, 0o755)
