@@ -72,13 +72,13 @@ func (r *run) prepareState() error {
 	dir := filepath.Join(root, r.cfg.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("state directory: %w", err)
+			return fmt.Errorf("state directory %s: %w", root, errors.Unwrap(err))
 		}
 		if !removeStale(dir) {
 			return fmt.Errorf("a sandbox named %q is already running", r.cfg.Name)
 		}
 		if err := os.Mkdir(dir, 0o700); err != nil {
-			return fmt.Errorf("state directory: %w", err)
+			return fmt.Errorf("state directory %s: %w", root, errors.Unwrap(err))
 		}
 	}
 	held, err := lockPath(dir, unix.LOCK_EX|unix.LOCK_NB)
