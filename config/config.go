@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -185,6 +187,9 @@ type Kernel struct {
 }
 
 // Save writes s to path as indented JSON with the current schema version.
+// It replaces path whole or not at all: a service's saved config is read
+// again by every later command, and one cut short by a full disk would
+// leave the service unusable.
 func (s *Sandbox) Save(path string) error {
 	c := *s
 	c.Version = Version
@@ -192,7 +197,42 @@ func (s *Sandbox) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return writeWhole(path, append(b, '\n'), 0o644)
+}
+
+// writeWhole writes b to a temporary file beside path, makes it durable and
+// renames it to path. Errors name path, not the temporary file.
+func writeWhole(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return &fs.PathError{Op: "write", Path: path, Err: errors.Unwrap(err)}
+	}
+	defer os.Remove(f.Name()) // gone by the rename when all went well
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		var pe *fs.PathError
+		var le *os.LinkError
+		switch {
+		case errors.As(err, &pe):
+			err = pe.Err
+		case errors.As(err, &le):
+			err = le.Err
+		}
+		return &fs.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
 }
 
 // Load reads a config saved by Save and checks its schema version.

@@ -26,6 +26,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,6 +36,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,9 +71,13 @@ type Store struct {
 	held map[string]*os.File // rootfs locks RootFS holds shared until Close
 }
 
-// DefaultDir is where the store lives: /var/lib/virt-sandbox/images for
-// root, else $XDG_DATA_HOME/virt-sandbox/images (~/.local/share/...).
+// DefaultDir is where the store lives: $VIRT_SANDBOX_IMAGE_STORE when set
+// to an absolute path, else /var/lib/virt-sandbox/images for root, else
+// $XDG_DATA_HOME/virt-sandbox/images (~/.local/share/...).
 func DefaultDir() string {
+	if d := os.Getenv("VIRT_SANDBOX_IMAGE_STORE"); filepath.IsAbs(d) {
+		return d
+	}
 	if os.Geteuid() == 0 {
 		return "/var/lib/virt-sandbox/images"
 	}
@@ -299,6 +306,61 @@ func finishFile(f *os.File) error {
 	return f.Close()
 }
 
+// MaxManifestSize bounds manifests, indexes and image configs, as
+// containerd does: they are a few kilobytes, and are read into memory.
+// The messages say "4 MiB": keep them in step.
+const MaxManifestSize = 4 << 20
+
+// MaxLayerSize bounds one layer (compressed, as stored): the largest real
+// ones, of machine-learning images, have tens of gigabytes.
+// The messages say "128 GiB": keep them in step.
+const MaxLayerSize = 128 << 30
+
+// checkSizes refuses, before anything is fetched or written, an image
+// whose descriptors claim sizes it cannot have: a negative size, a config
+// beyond MaxManifestSize, a layer beyond MaxLayerSize, or layers (those the
+// store lacks) that need more than the store's filesystem has free.
+func (s *Store) checkSizes(m *v1.Manifest) error {
+	if err := checkManifestSize("config", m.Config); err != nil {
+		return err
+	}
+	var need int64
+	for _, l := range m.Layers {
+		if l.Size < 0 {
+			return fmt.Errorf("layer %s claims a negative size (%d)", l.Digest, l.Size)
+		}
+		if l.Size > MaxLayerSize {
+			return fmt.Errorf("layer %s claims %s, more than the 128 GiB allowed", l.Digest, humanSize(l.Size))
+		}
+		if !s.haveBlob(l.Digest.String(), l.Size) {
+			need += l.Size
+			if need < 0 { // overflow: absurd anyway
+				need = math.MaxInt64
+			}
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.Dir, &st); err != nil {
+		return nil // cannot tell: the copy itself will
+	}
+	if free := int64(st.Bavail) * st.Bsize; need > free {
+		return fmt.Errorf("its layers claim %s, more than the %s free in the image store %s", humanSize(need), humanSize(free), s.Dir)
+	}
+	return nil
+}
+
+// checkManifestSize refuses a descriptor of a manifest, index or config
+// that claims a size such a document cannot have.
+func checkManifestSize(what string, d v1.Descriptor) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s claims a negative size (%d)", what, d.Digest, d.Size)
+	}
+	if d.Size > MaxManifestSize {
+		return fmt.Errorf("%s %s claims %s, more than the 4 MiB allowed", what, d.Digest, humanSize(d.Size))
+	}
+	return nil
+}
+
 // validDigest accepts only sha256 digests in canonical form, because the hex
 // part becomes a file name.
 func validDigest(d string) error {
@@ -338,6 +400,26 @@ func flock(f *os.File, how int) error {
 			return nil
 		}
 	}
+}
+
+// storeError tells a failure of the store's own files by the store's
+// directory: the temporary and content-addressed names in it mean nothing
+// to the user ("image store DIR: no space left on device").
+func (s *Store) storeError(err error) error {
+	for _, full := range []error{unix.ENOSPC, unix.EDQUOT} {
+		if errors.Is(err, full) {
+			return fmt.Errorf("image store %s: %w", s.Dir, full)
+		}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Path, s.Dir+"/") {
+		return fmt.Errorf("image store %s: %w", s.Dir, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) && strings.HasPrefix(le.New, s.Dir+"/") {
+		return fmt.Errorf("image store %s: %w", s.Dir, le.Err)
+	}
+	return err
 }
 
 // oneLine keeps errors from libraries (HTTP bodies, joined errors) to one

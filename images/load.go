@@ -33,7 +33,7 @@ import (
 func (s *Store) Load(ctx context.Context, tarball string) ([]*Image, error) {
 	imgs, err := s.load(ctx, tarball)
 	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", tarball, oneLine(err))
+		return nil, fmt.Errorf("load %s: %w", tarball, oneLine(s.storeError(err)))
 	}
 	return imgs, nil
 }
@@ -125,7 +125,12 @@ func archiveKind(file string) (docker, oci bool, err error) {
 		if err != nil {
 			return false, false, fmt.Errorf("not a tar archive: %w", err)
 		}
-		switch path.Clean(strings.TrimLeft(hdr.Name, "/")) {
+		name := path.Clean(strings.TrimLeft(hdr.Name, "/"))
+		if (name == "manifest.json" || name == "index.json") && hdr.Size > MaxManifestSize {
+			// Read into memory whole: refused before it is.
+			return false, false, fmt.Errorf("%s has %s, more than the 4 MiB allowed", name, humanSize(hdr.Size))
+		}
+		switch name {
 		case "manifest.json":
 			docker = true
 		case "index.json":
@@ -262,6 +267,9 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if err := checkLayoutBlob(dir, d); err != nil {
+			return nil, fmt.Errorf("image %s: %w", layoutLabel(d), err)
+		}
 		var img v1.Image
 		switch {
 		case d.MediaType.IsImage():
@@ -272,11 +280,11 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
 			continue // an artifact, not an image
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", d.Digest, oneLine(err))
+			return nil, fmt.Errorf("image %s: %w", layoutLabel(d), oneLine(err))
 		}
 		rec, err := s.store(img, nil)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", d.Digest, err)
+			return nil, fmt.Errorf("image %s: %w", layoutLabel(d), err)
 		}
 		if rec.Platform == "" {
 			rec.Platform = runtime.GOOS + "/" + runtime.GOARCH
@@ -294,6 +302,38 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
 		return nil, errors.New("index.json lists no image")
 	}
 	return out, nil
+}
+
+// layoutLabel names an image of an OCI layout in errors: by its name when
+// it has one, else by its digest.
+func layoutLabel(d v1.Descriptor) string {
+	if n := layoutName(d.Annotations); n != "" {
+		return n
+	}
+	return d.Digest.String()
+}
+
+// checkLayoutBlob refuses a descriptor of index.json that claims a size no
+// manifest or index has, or another than its blob in the layout has.
+func checkLayoutBlob(dir string, d v1.Descriptor) error {
+	what := "manifest"
+	if d.MediaType.IsIndex() {
+		what = "index"
+	}
+	if err := checkManifestSize(what, d); err != nil {
+		return err
+	}
+	if validDigest(d.Digest.String()) != nil {
+		return fmt.Errorf("%s digest %q is not a sha256 digest", what, d.Digest)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "blobs", "sha256", d.Digest.Hex))
+	if err != nil {
+		return fmt.Errorf("%s %s is not in the layout", what, d.Digest)
+	}
+	if fi.Size() != d.Size {
+		return fmt.Errorf("%s %s claims %d bytes, its blob has %d", what, d.Digest, d.Size, fi.Size())
+	}
+	return nil
 }
 
 // hostImage picks the host platform's image of a multi-platform index.

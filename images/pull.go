@@ -45,7 +45,7 @@ type PullOptions struct {
 func (s *Store) Pull(ctx context.Context, ref string, o PullOptions) (*Image, error) {
 	img, err := s.pull(ctx, ref, o)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, oneLine(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, oneLine(s.storeError(err)))
 	}
 	return img, nil
 }
@@ -81,6 +81,9 @@ func (s *Store) pull(ctx context.Context, ref string, o PullOptions) (*Image, er
 	if err != nil {
 		return nil, remoteError(err)
 	}
+	if err := checkIndex(desc); err != nil {
+		return nil, err
+	}
 	rimg, err := desc.Image() // for an index: the child for plat
 	if err != nil {
 		return nil, remoteError(err)
@@ -104,6 +107,27 @@ func (s *Store) pull(ctx context.Context, ref string, o PullOptions) (*Image, er
 		return nil, err
 	}
 	return img, nil
+}
+
+// checkIndex refuses an index, or an index's manifest descriptors, that
+// claim sizes no manifest has, before any manifest is fetched by them.
+func checkIndex(desc *remote.Descriptor) error {
+	if err := checkManifestSize("manifest", desc.Descriptor); err != nil {
+		return err
+	}
+	if !desc.MediaType.IsIndex() {
+		return nil
+	}
+	im, err := v1.ParseIndexManifest(bytes.NewReader(desc.Manifest))
+	if err != nil {
+		return fmt.Errorf("index %s: %w", desc.Digest, err)
+	}
+	for _, m := range im.Manifests {
+		if err := checkManifestSize("manifest", m); err != nil {
+			return fmt.Errorf("index %s: %w", desc.Digest, err)
+		}
+	}
+	return nil
 }
 
 // remoteError makes registry errors one line, and marks "no such
@@ -154,9 +178,15 @@ func (s *Store) store(img v1.Image, p *progress) (*Image, error) {
 		return nil, fmt.Errorf("unsupported manifest type %s", mt)
 	}
 	digest := sha256Hash(raw).String()
+	if len(raw) > MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s has %s, more than the 4 MiB allowed", digest, humanSize(int64(len(raw))))
+	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", digest, err)
+	}
+	if err := s.checkSizes(m); err != nil {
+		return nil, err
 	}
 	if ct := m.Config.MediaType; ct != types.DockerConfigJSON && ct != types.OCIConfigJSON {
 		return nil, fmt.Errorf("not a container image: config type %s", ct)
@@ -186,7 +216,7 @@ func (s *Store) store(img v1.Image, p *progress) (*Image, error) {
 	}
 	for _, l := range m.Layers {
 		d := l.Digest.String()
-		if s.haveBlob(d, l.Size) {
+		if s.verifiedBlob(d, l.Size) {
 			p.cached(d, l.Size)
 			continue
 		}
@@ -216,23 +246,78 @@ func configPlatform(cf *v1.ConfigFile) string {
 }
 
 func (s *Store) readConfig(digest string) (*v1.ConfigFile, error) {
-	f, err := os.Open(s.blobPath(digest))
+	b, err := s.readBlob(digest)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", digest, err)
 	}
-	defer f.Close()
-	cf, err := v1.ParseConfigFile(f)
+	cf, err := v1.ParseConfigFile(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", digest, err)
 	}
 	return cf, nil
 }
 
+// ErrDamaged is wrapped by errors about a blob in the store whose content
+// no longer hashes to its name (damaged on disk since it was verified). The
+// blob is removed, so that the next pull or load fetches it again.
+var ErrDamaged = errors.New("damaged in the image store")
+
+// readBlob reads a small blob (a manifest or config) and checks it.
+func (s *Store) readBlob(digest string) ([]byte, error) {
+	f, err := os.Open(s.blobPath(digest))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if got := sha256Hash(b).String(); got != digest {
+		s.removeBlob(digest)
+		return nil, fmt.Errorf("%w (its content hashes to %s; removed: pull or load the image again)", ErrDamaged, got)
+	}
+	return b, nil
+}
+
+func (s *Store) removeBlob(digest string) {
+	if validDigest(digest) == nil {
+		os.Remove(s.blobPath(digest))
+	}
+}
+
 // haveBlob reports whether the store has blob digest; size -1 is unknown.
-// Names are only ever given to verified content, so the name is the proof.
+// Names are only ever given to verified content, so the name is the proof
+// that it was whole, but not that it still is: see verifiedBlob.
 func (s *Store) haveBlob(digest string, size int64) bool {
 	fi, err := os.Stat(s.blobPath(digest))
 	return err == nil && fi.Mode().IsRegular() && (size < 0 || fi.Size() == size)
+}
+
+// verifiedBlob is haveBlob for a blob that is hashed again: one whose
+// content has been damaged since it was stored is removed and reported
+// missing, so that it is fetched again.
+func (s *Store) verifiedBlob(digest string, size int64) bool {
+	if !s.haveBlob(digest, size) {
+		return false
+	}
+	f, err := os.Open(s.blobPath(digest))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	if "sha256:"+hex.EncodeToString(h.Sum(nil)) != digest {
+		s.removeBlob(digest)
+		return false
+	}
+	return true
 }
 
 // saveBlob stores the blob digest from open() unless the store has it. It
@@ -242,7 +327,7 @@ func (s *Store) saveBlob(digest string, size int64, open func() (io.ReadCloser, 
 	if err := validDigest(digest); err != nil {
 		return err
 	}
-	if s.haveBlob(digest, size) {
+	if s.verifiedBlob(digest, size) {
 		return nil
 	}
 	rc, err := open()

@@ -1,6 +1,7 @@
 package images
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -29,7 +30,7 @@ func (s *Store) RootFS(img *Image) (string, error) {
 	}
 	dir, err := s.rootFS(img)
 	if err != nil {
-		return "", fmt.Errorf("rootfs of %s: %w", img.Ref, oneLine(err))
+		return "", fmt.Errorf("rootfs of %s: %w", img.Ref, oneLine(s.storeError(err)))
 	}
 	return dir, nil
 }
@@ -43,7 +44,7 @@ func (s *Store) rootFS(img *Image) (string, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.held[hexd] != nil && isDir(dir) {
+	if s.held[hexd] != nil && complete(dir) {
 		return dir, nil
 	}
 
@@ -69,7 +70,7 @@ func (s *Store) rootFS(img *Image) (string, error) {
 	if err := flock(lf, unix.LOCK_SH); err != nil {
 		return "", err
 	}
-	if !isDir(dir) {
+	if !complete(dir) {
 		// The build lock is separate, so that waiting to build never
 		// waits for a user of the root to finish.
 		bf, err := os.OpenFile(dir+".build", os.O_RDWR|os.O_CREATE, 0o644)
@@ -81,7 +82,10 @@ func (s *Store) rootFS(img *Image) (string, error) {
 			return "", err
 		}
 		// Whoever had the lock before us may have built it.
-		if !isDir(dir) {
+		if !complete(dir) {
+			if err := s.discardIncomplete(dir, lf); err != nil {
+				return "", err
+			}
 			if err := s.build(img, dir); err != nil {
 				return "", err
 			}
@@ -100,18 +104,25 @@ func isDir(p string) bool {
 	return err == nil && fi.IsDir()
 }
 
+// doneSuffix names a root's completion marker, rootfs/<hex>.done: written
+// after the root got its name, removed before the root is. A root without
+// one (its build or removal was cut short by a crash, or by a store
+// version without markers) is built again.
+const doneSuffix = ".done"
+
+func complete(dir string) bool {
+	fi, err := os.Lstat(dir + doneSuffix)
+	return err == nil && fi.Mode().IsRegular() && isDir(dir)
+}
+
 // build flattens img's layers into a temporary directory and renames it
 // to dir, so that dir, once there, is complete.
 func (s *Store) build(img *Image, dir string) error {
-	mf, err := os.Open(s.blobPath(img.Digest))
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("manifest %s: %w", img.Digest, ErrNotFound)
-	}
+	mb, err := s.readBlob(img.Digest)
 	if err != nil {
-		return err
+		return fmt.Errorf("manifest %s: %w", img.Digest, err)
 	}
-	m, err := v1.ParseManifest(mf)
-	mf.Close()
+	m, err := v1.ParseManifest(bytes.NewReader(mb))
 	if err != nil {
 		return fmt.Errorf("manifest %s: %w", img.Digest, err)
 	}
@@ -151,7 +162,46 @@ func (s *Store) build(img *Image, dir string) error {
 	if err := syncFS(tmp); err != nil {
 		return err
 	}
-	return os.Rename(tmp, dir)
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	return s.writeFile(dir+doneSuffix, []byte(img.Digest+"\n"))
+}
+
+// discardIncomplete removes a root without its completion marker, left by
+// a build or a removal cut short, or made by an older virt-sandbox without
+// markers, whose runs may still use it. use is our shared use lock: only
+// when nobody else holds it is the root removed.
+func (s *Store) discardIncomplete(dir string, use *os.File) error {
+	if !isDir(dir) {
+		return nil
+	}
+	if err := unix.Flock(int(use.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return errors.New("its root is incomplete and still in use by another run (of an older virt-sandbox?): try again when that has ended")
+	}
+	err := s.discard(dir)
+	if lerr := flock(use, unix.LOCK_SH); err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// discard takes p out of its place by renaming it into tmp, then removes
+// it: a removal cut short leaves nothing under p's name.
+func (s *Store) discard(p string) error {
+	tmp, err := os.MkdirTemp(filepath.Join(s.Dir, "tmp"), "old-")
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(tmp, "x")
+	if err := os.Rename(p, dst); err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	return removeTree(tmp)
 }
 
 // applyLayer applies blob digest, checking on the way that it decompresses
@@ -166,14 +216,36 @@ func (s *Store) applyLayer(a *applier, digest, diffID string) error {
 		return err
 	}
 	defer f.Close()
-	rc, _, err := decompress(f)
+	// The blob is hashed as it is read: one damaged on disk since it was
+	// stored is removed, to be fetched again, and never becomes a root.
+	bh := sha256.New()
+	blob := io.TeeReader(f, bh)
+	damaged := func() error {
+		if got := "sha256:" + hex.EncodeToString(bh.Sum(nil)); got != digest {
+			s.removeBlob(digest)
+			return fmt.Errorf("%w (its content hashes to %s; removed: pull or load the image again)", ErrDamaged, got)
+		}
+		return nil
+	}
+	rc, _, err := decompress(blob)
 	if err != nil {
+		io.Copy(io.Discard, blob)
+		if derr := damaged(); derr != nil {
+			return derr
+		}
 		return err
 	}
 	defer rc.Close()
 	h := sha256.New()
-	if err := a.apply(io.TeeReader(rc, h)); err != nil {
+	aerr := a.apply(io.TeeReader(rc, h))
+	if _, err := io.Copy(io.Discard, blob); err != nil && aerr == nil {
+		aerr = err
+	}
+	if err := damaged(); err != nil {
 		return err
+	}
+	if aerr != nil {
+		return aerr
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
 		return fmt.Errorf("diff ID mismatch (got %s, want %s)", got, diffID)
@@ -302,7 +374,12 @@ func (s *Store) pruneRoot(dir string) (int64, error) {
 		return 0, nil // in use
 	}
 	n := treeSize(dir)
-	if err := removeTree(dir); err != nil {
+	// The marker goes first: a removal cut short leaves a root that is
+	// known to be incomplete.
+	if err := os.Remove(dir + doneSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	if err := s.discard(dir); err != nil {
 		return 0, err
 	}
 	// Safe to delete while locked: anyone who would open them holds the

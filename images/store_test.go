@@ -958,6 +958,8 @@ func TestLoadErrors(t *testing.T) {
 	os.WriteFile(emptyTar, tarLayer(t, file("hello", "world")), 0o644)
 	escape := filepath.Join(dir, "escape.tar")
 	os.WriteFile(escape, tarLayer(t, file("oci-layout", "{}"), file("index.json", "{}"), file("../../x", "x")), 0o644)
+	hugeManifest := filepath.Join(dir, "hugemanifest.tar")
+	os.WriteFile(hugeManifest, tarLayer(t, file("manifest.json", "[]"+strings.Repeat(" ", MaxManifestSize))), 0o644)
 	badManifest := filepath.Join(dir, "badmanifest.tar")
 	os.WriteFile(badManifest, tarLayer(t, file("manifest.json", "[{\"Config\":\"nope.json\"}]")), 0o644)
 
@@ -969,6 +971,7 @@ func TestLoadErrors(t *testing.T) {
 		{emptyTar, false},
 		{escape, true},
 		{badManifest, false},
+		{hugeManifest, false},
 		{filepath.Join(dir, "missing.tar"), false},
 	} {
 		s := openStore(t)

@@ -32,13 +32,13 @@ func (r *run) prepareFiles() error {
 	for i := range cfg.Mounts {
 		if err := r.prepareMount(i, &cfg.Mounts[i]); err != nil {
 			m := cfg.Mounts[i]
-			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, err)
+			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, stateError(err))
 		}
 	}
 	for _, inc := range cfg.Includes {
 		dst := filepath.Join(r.stateDir, config.GuestIncludes, inc.Guest)
 		if err := copyTree(inc.Host, dst); err != nil {
-			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, err)
+			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, stateError(err))
 		}
 	}
 	for i := range cfg.Disks {

@@ -3,8 +3,10 @@ package sandbox
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -136,7 +138,9 @@ func bzImageVersion(path string) (string, error) {
 // cachedKernel returns a copy of the kernel image in cacheDir, made once
 // per image (keyed by its path, size and modification time). QEMU runs as
 // the caller and libvirt hands it its files by changing their owner for the
-// run; the caller's own copy keeps that away from the host's /boot.
+// run; the caller's own copy keeps that away from the host's /boot. A copy
+// is used only when it is the same as the image, so a truncated or damaged
+// one is copied again; it gets its name only when complete and on disk.
 func cachedKernel(cacheDir, path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -144,34 +148,86 @@ func cachedKernel(cacheDir, path string) (string, error) {
 	}
 	key := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%d", path, fi.Size(), fi.ModTime().UnixNano())))
 	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%x", filepath.Base(path), key[:8]))
-	if fileExists(dst) {
+	if same, err := sameContent(dst, path); err != nil {
+		return "", fmt.Errorf("kernel: %w", err)
+	} else if same {
 		return dst, nil
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("kernel cache: %w", err)
 	}
 	src, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("kernel: %w", err)
 	}
 	defer src.Close()
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", cacheError("kernel cache", cacheDir, err)
+	}
 	tmp, err := os.CreateTemp(cacheDir, ".kernel-*")
 	if err != nil {
-		return "", fmt.Errorf("kernel cache: %w", err)
+		return "", cacheError("kernel cache", cacheDir, err)
 	}
 	defer os.Remove(tmp.Name())
 	_, err = io.Copy(tmp, src)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
 	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), dst)
 	}
 	if err != nil {
-		return "", fmt.Errorf("kernel cache: %w", err)
+		return "", cacheError("kernel cache", cacheDir, err)
 	}
 	return dst, nil
+}
+
+// sameContent tells whether the file copy has the content of orig; a copy
+// that does not exist is not the same. Errors are orig's.
+func sameContent(copy, orig string) (bool, error) {
+	c, err := os.Open(copy)
+	if err != nil {
+		return false, nil
+	}
+	defer c.Close()
+	o, err := os.Open(orig)
+	if err != nil {
+		return false, err
+	}
+	defer o.Close()
+	ci, err1 := c.Stat()
+	oi, err2 := o.Stat()
+	if err1 != nil || err2 != nil || ci.Size() != oi.Size() || !ci.Mode().IsRegular() {
+		return false, nil
+	}
+	cb, ob := make([]byte, 1<<16), make([]byte, 1<<16)
+	for {
+		n, err := io.ReadFull(o, ob)
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return false, err
+		}
+		if m, cerr := io.ReadFull(c, cb[:n]); cerr != nil || m != n || !bytes.Equal(cb[:n], ob[:n]) {
+			return false, nil
+		}
+		if n < len(ob) {
+			return true, nil
+		}
+	}
+}
+
+// cacheError names the cache directory, not the temporary file in it
+// that the user never sees: "initrd cache DIR: no space left on device".
+func cacheError(what, cacheDir string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		err = le.Err
+	}
+	return fmt.Errorf("%s %s: %w", what, cacheDir, err)
 }

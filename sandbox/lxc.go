@@ -33,7 +33,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		// switches to.
 		skel, err := skeletonRoot(r.stateDir)
 		if err != nil {
-			return nil, err
+			return nil, stateError(err)
 		}
 		root = skel
 	}

@@ -135,6 +135,9 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if err != nil {
 		return nil, err
 	}
+	if rd.Damaged {
+		r.debugf("the cached initrd was damaged; rebuilt")
+	}
 	if rd.Built {
 		r.debugf("initrd built in %v: %s", rd.Elapsed.Round(1e6), rd.Path)
 	} else {
@@ -284,9 +287,13 @@ func (qemuDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
 	return dom.OpenConsole("serial0", st, 0)
 }
 
-// CacheDir holds what is worth keeping between runs: initrds and the KVM
-// verdict.
+// CacheDir holds what is worth keeping between runs: initrds, kernel copies
+// and the KVM verdict. $VIRT_SANDBOX_CACHE_DIR, when set to an absolute
+// path, chooses it for anyone.
 func CacheDir() string {
+	if d := os.Getenv("VIRT_SANDBOX_CACHE_DIR"); filepath.IsAbs(d) {
+		return d
+	}
 	if os.Getuid() == 0 {
 		return "/var/cache/virt-sandbox"
 	}

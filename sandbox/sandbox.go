@@ -298,7 +298,7 @@ func (r *run) domainXML() (string, error) {
 		return "", err
 	}
 	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
-		return "", err
+		return "", stateError(err)
 	}
 	xml, err := d.Marshal()
 	if err != nil {

@@ -3,15 +3,23 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
 // StateRoot is where runs keep their state directories: per user, in
-// memory, and removed at the end of each run.
+// memory, and removed at the end of each run. $VIRT_SANDBOX_STATE_DIR,
+// when set to an absolute path, chooses where it is for anyone: in a
+// directory virt-sandbox of it, since runs remove what they find in the
+// root that no run holds.
 func StateRoot() string {
+	if d := os.Getenv("VIRT_SANDBOX_STATE_DIR"); filepath.IsAbs(d) {
+		return filepath.Join(d, "virt-sandbox")
+	}
 	if os.Getuid() == 0 {
 		return "/run/virt-sandbox"
 	}
@@ -64,13 +72,13 @@ func (r *run) prepareState() error {
 	dir := filepath.Join(root, r.cfg.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("state directory: %w", err)
+			return fmt.Errorf("state directory %s: %w", root, errors.Unwrap(err))
 		}
 		if !removeStale(dir) {
 			return fmt.Errorf("a sandbox named %q is already running", r.cfg.Name)
 		}
 		if err := os.Mkdir(dir, 0o700); err != nil {
-			return fmt.Errorf("state directory: %w", err)
+			return fmt.Errorf("state directory %s: %w", root, errors.Unwrap(err))
 		}
 	}
 	held, err := lockPath(dir, unix.LOCK_EX|unix.LOCK_NB)
@@ -84,6 +92,18 @@ func (r *run) prepareState() error {
 		held.Close()
 	})
 	return r.prepareFiles()
+}
+
+// stateError names the state directory, not the file of the run's own
+// directory that could not be written ("state directory /run/virt-sandbox:
+// no space left on device"): the run's directory is gone when the user
+// reads it.
+func stateError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Path, StateRoot()+"/") {
+		return fmt.Errorf("state directory %s: %w", StateRoot(), pe.Err)
+	}
+	return err
 }
 
 // lockPath opens path and takes a flock of kind how on it.

@@ -44,7 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	status := 0
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	store := func() (*images.Store, error) { return images.Open(images.DefaultDir()) }
+	storeDir := images.DefaultDir()
+	store := func() (*images.Store, error) { return images.Open(storeDir) }
 	// onImage runs f with the store and the command's one argument.
 	onImage := func(f func(s *images.Store, arg string) error) cli.ActionFunc {
 		return func(c *cli.Context) error {
@@ -71,6 +72,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	app := options.NewApp("virt-sandbox-image", "run Docker/OCI images in libvirt sandboxes, without Docker", version, stdin, stdout, stderr)
+	app.Flags = []cli.Flag{&cli.StringFlag{
+		Name:        "store",
+		Usage:       "the image store's `DIR` (or set $VIRT_SANDBOX_IMAGE_STORE)",
+		Destination: &storeDir,
+		Value:       storeDir,
+	}}
 	app.Commands = []*cli.Command{
 		{
 			Name:      "pull",
@@ -198,6 +205,14 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 		return 0, err
 	}
 	root, err := s.RootFS(img)
+	if errors.Is(err, images.ErrDamaged) {
+		// A blob was damaged on disk and is gone now: fetch exactly
+		// this image again, by its digest, if its registry has it.
+		if again, perr := refetch(ctx, s, img, c.Bool("insecure")); perr == nil {
+			img = again
+			root, err = s.RootFS(img)
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -227,6 +242,33 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	signals, stopSignals := options.Signals()
 	defer stopSignals()
 	return sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+}
+
+// refetch pulls img again by digest (repo@sha256:...), so that nothing but
+// the same image can come back, and records it under its reference again.
+func refetch(ctx context.Context, s *images.Store, img *images.Image, insecure bool) (*images.Image, error) {
+	repo, _, _ := strings.Cut(img.Ref, "@")
+	if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
+		repo = repo[:i]
+	}
+	had := map[string]bool{}
+	if list, err := s.List(); err == nil {
+		for _, i := range list {
+			had[i.Ref] = true
+		}
+	}
+	got, err := s.Pull(ctx, repo+"@"+img.Digest, images.PullOptions{Insecure: insecure, Platform: img.Platform})
+	if err != nil {
+		return nil, err
+	}
+	if !had[got.Ref] {
+		// Pull recorded the digest reference; the user named another.
+		s.Remove(got.Ref)
+	}
+	if got.Digest != img.Digest {
+		return nil, fmt.Errorf("refetched %s as %s", img.Digest, got.Digest)
+	}
+	return s.Get(img.Ref)
 }
 
 // applyImageConfig sets the environment, working directory and user the

@@ -5,10 +5,14 @@
 package initrd
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -28,13 +32,25 @@ const ModulesDir = "modules"
 type Result struct {
 	Path    string
 	Built   bool          // false: it was in the cache
+	Damaged bool          // the cached one was damaged, and was rebuilt
 	Elapsed time.Duration // time spent building, when Built
 }
 
 // Cached returns an initrd holding init as /init and modules in order,
 // building it in cacheDir unless an identical one is there. Concurrent
-// callers are safe: each builds under a temporary name and renames.
+// callers are safe: each builds under a temporary name, makes it durable
+// and renames it into place. A cached initrd is used only when its content
+// hashes to its name, so one that was truncated or damaged on disk is
+// rebuilt, never booted. Errors name cacheDir, never a temporary file.
 func Cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
+	res, err := cached(cacheDir, init, modules)
+	if err != nil {
+		return Result{}, cacheError(cacheDir, err)
+	}
+	return res, nil
+}
+
+func cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 	files := []entry{{name: "init", src: init, mode: 0o755}}
 	for i, m := range modules {
 		files = append(files, entry{name: path.Join(ModulesDir, fmt.Sprintf("%03d-%s", i, filepath.Base(m.Path))), src: m.Path, mode: 0o644})
@@ -44,33 +60,108 @@ func Cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 		return Result{}, err
 	}
 	dst := filepath.Join(cacheDir, "initrd-"+key+".cpio")
+	damaged := false
 	if _, err := os.Stat(dst); err == nil {
-		return Result{Path: dst}, nil
+		if verify(dst, key) {
+			return Result{Path: dst}, nil
+		}
+		damaged = true
 	}
 	start := time.Now()
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("initrd cache: %w", err)
+		return Result{}, err
 	}
 	tmp, err := os.CreateTemp(cacheDir, ".initrd-*")
 	if err != nil {
-		return Result{}, fmt.Errorf("initrd cache: %w", err)
+		return Result{}, err
 	}
 	defer os.Remove(tmp.Name())
-	if err := write(tmp, files); err != nil {
-		tmp.Close()
-		return Result{}, fmt.Errorf("building initrd: %w", err)
+	err = write(tmp, files)
+	if err == nil {
+		// Readable by QEMU whichever user it runs as.
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Close(); err != nil {
-		return Result{}, fmt.Errorf("building initrd: %w", err)
+	if err == nil {
+		// On disk before it has its name: after a crash the name must
+		// not point at lost data.
+		err = tmp.Sync()
 	}
-	// Readable by QEMU whichever user it runs as.
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return Result{}, err
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return Result{}, fmt.Errorf("initrd cache: %w", err)
+		return Result{}, err
 	}
-	return Result{Path: dst, Built: true, Elapsed: time.Since(start)}, nil
+	return Result{Path: dst, Built: true, Damaged: damaged, Elapsed: time.Since(start)}, nil
+}
+
+// verify tells whether the initrd at p is complete and undamaged: it holds
+// entries whose names, modes and contents hash to key, as Cached named it,
+// up to the archive's trailer.
+func verify(p, key string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	h := sha256.New()
+	r := cpio.NewReader(bufio.NewReaderSize(f, 1<<16))
+	for {
+		hdr, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false
+		}
+		if hdr.Mode&cpio.TypeReg == 0 {
+			continue // the modules directory
+		}
+		fmt.Fprintf(h, "%s %o\n", hdr.Name, hdr.Mode.Perm())
+		n, err := io.Copy(h, r)
+		if err != nil || n != hdr.Size {
+			return false
+		}
+	}
+	if hex.EncodeToString(h.Sum(nil))[:32] != key {
+		return false
+	}
+	// The reader ends at the end of the file as at the trailer: the
+	// trailer, then padding only, must end the file.
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	tail := make([]byte, min(fi.Size(), 1024))
+	if _, err := f.ReadAt(tail, fi.Size()-int64(len(tail))); err != nil {
+		return false
+	}
+	i := bytes.LastIndex(tail, []byte("TRAILER!!!\x00"))
+	return i >= 0 && len(bytes.Trim(tail[i+len("TRAILER!!!\x00"):], "\x00")) == 0
+}
+
+// cacheError tells what failed in the cache by the cache's directory, not
+// by the temporary names in it, which mean nothing to the user (a full
+// disk: "initrd cache DIR: no space left on device"). Errors about the
+// inputs keep their paths.
+func cacheError(cacheDir string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && inDir(cacheDir, pe.Path) {
+		return fmt.Errorf("initrd cache %s: %w", cacheDir, pe.Err)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) && inDir(cacheDir, le.New) {
+		return fmt.Errorf("initrd cache %s: %w", cacheDir, le.Err)
+	}
+	return fmt.Errorf("building initrd: %w", err)
+}
+
+func inDir(dir, p string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && filepath.IsLocal(rel) || rel == "."
 }
 
 type entry struct {

@@ -41,9 +41,11 @@ func Usable(cacheDir string) (ok bool, reason string) {
 		verdict = "no: " + reason
 	}
 	if os.MkdirAll(cacheDir, 0o755) == nil {
+		// A verdict that cannot be kept (a full disk) is probed again
+		// next time; a partial one is never left behind.
 		tmp := fmt.Sprintf("%s.%d", cache, os.Getpid())
-		if os.WriteFile(tmp, []byte(key+"\n"+verdict), 0o644) == nil {
-			os.Rename(tmp, cache)
+		if os.WriteFile(tmp, []byte(key+"\n"+verdict), 0o644) != nil || os.Rename(tmp, cache) != nil {
+			os.Remove(tmp)
 		}
 	}
 	return ok, reason
