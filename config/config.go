@@ -9,10 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
 // Version is the schema version written into every saved config. Load refuses
@@ -197,42 +197,7 @@ func (s *Sandbox) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return writeWhole(path, append(b, '\n'), 0o644)
-}
-
-// writeWhole writes b to a temporary file beside path, makes it durable and
-// renames it to path. Errors name path, not the temporary file.
-func writeWhole(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return &fs.PathError{Op: "write", Path: path, Err: errors.Unwrap(err)}
-	}
-	defer os.Remove(f.Name()) // gone by the rename when all went well
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		var pe *fs.PathError
-		var le *os.LinkError
-		switch {
-		case errors.As(err, &pe):
-			err = pe.Err
-		case errors.As(err, &le):
-			err = le.Err
-		}
-		return &fs.PathError{Op: "write", Path: path, Err: err}
-	}
-	return nil
+	return wholefile.WriteBytes(path, append(b, '\n'), 0o644)
 }
 
 // Load reads a config saved by Save and checks its schema version.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
 // kernel is the kernel a QEMU sandbox boots and its module tree.
@@ -161,24 +162,10 @@ func cachedKernel(cacheDir, path string) (string, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", cacheError("kernel cache", cacheDir, err)
 	}
-	tmp, err := os.CreateTemp(cacheDir, ".kernel-*")
-	if err != nil {
-		return "", cacheError("kernel cache", cacheDir, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, src)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dst)
-	}
+	err = wholefile.Write(dst, 0o644, func(w io.Writer) error {
+		_, err := io.Copy(w, src)
+		return err
+	})
 	if err != nil {
 		return "", cacheError("kernel cache", cacheDir, err)
 	}

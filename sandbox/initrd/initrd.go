@@ -21,6 +21,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/virt-sandbox/virt-sandbox/kmod"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
 // ModulesDir is where the modules are inside the initramfs. Their names
@@ -71,28 +72,8 @@ func cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return Result{}, err
 	}
-	tmp, err := os.CreateTemp(cacheDir, ".initrd-*")
-	if err != nil {
-		return Result{}, err
-	}
-	defer os.Remove(tmp.Name())
-	err = write(tmp, files)
-	if err == nil {
-		// Readable by QEMU whichever user it runs as.
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		// On disk before it has its name: after a crash the name must
-		// not point at lost data.
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	// Readable by QEMU whichever user it runs as.
+	if err := wholefile.Write(dst, 0o644, func(w io.Writer) error { return write(w, files) }); err != nil {
 		return Result{}, err
 	}
 	return Result{Path: dst, Built: true, Damaged: damaged, Elapsed: time.Since(start)}, nil

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
 // Timeout bounds the probe: working KVM gets there in a fraction of it.
@@ -43,10 +45,7 @@ func Usable(cacheDir string) (ok bool, reason string) {
 	if os.MkdirAll(cacheDir, 0o755) == nil {
 		// A verdict that cannot be kept (a full disk) is probed again
 		// next time; a partial one is never left behind.
-		tmp := fmt.Sprintf("%s.%d", cache, os.Getpid())
-		if os.WriteFile(tmp, []byte(key+"\n"+verdict), 0o644) != nil || os.Rename(tmp, cache) != nil {
-			os.Remove(tmp)
-		}
+		wholefile.WriteBytes(cache, []byte(key+"\n"+verdict), 0o644)
 	}
 	return ok, reason
 }
