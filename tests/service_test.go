@@ -898,3 +898,15 @@ func TestServiceSessionsAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestServiceOriginalSyntax: libvirt-sandbox's users write the connection
+// before the subcommand; create takes it from there.
+func TestServiceOriginalSyntax(t *testing.T) {
+	t.Parallel()
+	c := rootCaller
+	name := serviceName(t, "syntax")
+	t.Cleanup(func() { c.remove(t, "qemu:///system", name) })
+	c.ok(t, "", "-c", "qemu:///system", "create", name, "--", "/bin/true")
+	c.wantListed(t, name, "qemu:///system", "stopped", "/bin/true")
+	c.ok(t, name+": stopped\n", "--connect", "qemu:///system", "status", name)
+}

@@ -54,6 +54,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	cmd := func(c *cli.Command, name string) *cli.Command { c.Name = name; return c }
 	app := options.NewApp("virt-sandbox-service", "keep sandboxes running as services (LXC or QEMU)", version, stdin, stdout, stderr)
+	// libvirt-sandbox's syntax: the connection before the subcommand.
+	// create takes it from there too; the others act on the saved
+	// service, whose URI decides.
+	app.Flags = []cli.Flag{&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Usage: "libvirt `URI` of a service to create (as after create)"}}
 	app.Commands = []*cli.Command{
 		{
 			Name:      "create",

@@ -5,6 +5,7 @@ package options
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -60,14 +61,42 @@ func Config(c *cli.Context, argv []string) (*config.Sandbox, error) {
 	return ConfigOnRoot(c, argv, c.String("root"))
 }
 
+// connectURI is -c as given to the command, else as given before its
+// subcommand (virt-sandbox-service -c URI create ...), else the default.
+func connectURI(c *cli.Context) string {
+	if c.IsSet("connect") {
+		return c.String("connect")
+	}
+	for _, parent := range c.Lineage()[1:] {
+		if parent.IsSet("connect") {
+			return parent.String("connect")
+		}
+	}
+	return c.String("connect")
+}
+
+// usage is the usage line of the command c runs.
+func usage(c *cli.Context) string {
+	switch {
+	case c.Command != nil && c.Command.ArgsUsage != "":
+		return c.App.Name + " " + c.Command.Name + " " + c.Command.ArgsUsage
+	case c.App.UsageText != "":
+		return c.App.UsageText
+	}
+	return c.App.Name + " [OPTIONS] [--] COMMAND [ARGS...]"
+}
+
 // ConfigOnRoot is Config for a root the command chose (an image's) instead
 // of -r: what depends on the root (the working directory, the caller's
 // directories shared at their paths) must know it from the start.
 func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, error) {
-	if len(argv) == 0 {
-		return nil, fmt.Errorf("%w: no command given", config.ErrInvalid)
+	switch {
+	case len(argv) == 0:
+		return nil, fmt.Errorf("no command given; usage: %s (--help for more)", usage(c))
+	case argv[0] == "":
+		return nil, errors.New(`COMMAND "": an empty program name`)
 	}
-	uri := c.String("connect")
+	uri := connectURI(c)
 	drv, err := DriverOf(uri)
 	if err != nil {
 		return nil, err
