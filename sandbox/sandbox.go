@@ -85,8 +85,11 @@ type run struct {
 	killedBy atomic.Int32
 	detached atomic.Bool
 	timedOut atomic.Bool
-	// notStarted is set when the init did not announce itself in time.
+	// notStarted is set when the init did not announce itself in time;
+	// the start deadline counts from created, when the domain was asked
+	// for (or the session began, for a running service).
 	notStarted atomic.Bool
+	created    time.Time
 	// connLost is set when the connection to libvirt closed under us;
 	// channel, while the relay runs, is failed then.
 	connLost atomic.Bool
@@ -282,6 +285,7 @@ func (r *run) start() error {
 		flags = 0
 		r.onCleanup(r.destroyIfActive)
 	}
+	r.created = time.Now()
 	dom, err := r.conn.DomainCreateXML(xml, flags)
 	if err != nil {
 		return libvirtError("starting the sandbox", err)
@@ -371,8 +375,17 @@ func (r *run) relay() (console.Status, error) {
 	}
 	done := make(chan struct{})
 	defer close(done)
+	if r.created.IsZero() {
+		r.created = time.Now()
+	}
 	announced := make(chan struct{})
 	host.Started = func() {
+		if time.Since(r.created) > r.startDeadline() {
+			// Too late, though the timer has not told yet.
+			r.notStarted.Store(true)
+			r.destroy()
+			return
+		}
 		close(announced)
 		r.forgetConfig()
 	}
@@ -466,7 +479,7 @@ func lockSession(serviceDir string, i int) (*os.File, error) {
 // within the start deadline: nothing waits forever on a guest that hangs
 // while it boots.
 func (r *run) awaitStart(announced, done <-chan struct{}) {
-	t := time.NewTimer(r.startDeadline())
+	t := time.NewTimer(time.Until(r.created.Add(r.startDeadline())))
 	defer t.Stop()
 	select {
 	case <-announced:
