@@ -22,6 +22,10 @@
 #           layers (tests/bench/flatten), against skopeo copy to an OCI
 #           layout plus umoci unpack --rootless of the same archive, timed
 #           together; target ours <= 1.0x.
+#   STDIO   bytes through a sandbox's stdout and stdin (1 GiB on LXC, 256 MiB
+#           on QEMU), against the same bytes through a local pipe; the
+#           sandbox's start (a run of /bin/true) is taken off its time.
+#           Target LXC >= 0.5x a pipe's speed.
 #   SOAK    tests/bench/soak.sh (which runs alone too): BENCH_SOAK_LXC runs at
 #           -P 8 and BENCH_SOAK_QEMU at -P 4, counting failures, hangs and
 #           what is left on the host; target zero of each.
@@ -163,6 +167,30 @@ if ! GO="$GO" tests/bench/flatten.sh >"$work/flatten" 2>"$work/out"; then
 	echo "FLATTEN  FAILED" >"$work/flatten"
 fi
 
+# Stdio at pipe speed: seconds to move N bytes through a sandbox's stdout and
+# stdin, less a run of /bin/true, against a local pipe.
+secs_of() { # CMD...: wall seconds of a shell pipeline
+	local start=$EPOCHREALTIME
+	bash -c "$*" >/dev/null 2>&1 || { echo FAILED; return; }
+	awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
+stdio_line() { # LABEL URI BYTES
+	local uri=$2 n=$3 pipe out in start
+	pipe=$(secs_of "head -c $n /dev/zero | wc -c")
+	start=$(secs_of "$launcher -c $uri /bin/true")
+	out=$(secs_of "$launcher -c $uri -- head -c $n /dev/zero | wc -c")
+	in=$(secs_of "head -c $n /dev/zero | $launcher -c $uri -- wc -c")
+	awk -v l="$1" -v n="$n" -v p="$pipe" -v s="$start" -v o="$out" -v i="$in" 'BEGIN {
+		if (o == "FAILED" || i == "FAILED" || s == "FAILED") { printf "%-48s FAILED\n", l; exit }
+		mb = n / 1048576
+		po = (o - s > 0 ? o - s : 0.001); pi = (i - s > 0 ? i - s : 0.001)
+		printf "%-48s out %7.0f MB/s (%.2fx), in %7.0f MB/s (%.2fx); pipe %7.0f MB/s\n", l, mb / po, p / po, mb / pi, p / pi, mb / p
+	}'
+}
+log "stdio throughput"
+stdio_lxc=$(stdio_line "STDIO LXC  1 GiB (x of a local pipe's speed)" lxc:/// 1073741824)
+stdio_qemu=$(stdio_line "STDIO QEMU 256 MiB" qemu:///system 268435456)
+
 # Many at once: failures, hangs and leftovers.
 log "soak"
 if ! tests/bench/soak.sh "${BENCH_SOAK_LXC:-1000}" "${BENCH_SOAK_QEMU:-100}" >"$work/soak" 2>"$work/out"; then
@@ -213,6 +241,8 @@ printf '%-48s %s\n' \
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
 cat "$work/flatten"
+echo "$stdio_lxc"
+echo "$stdio_qemu"
 cat "$work/soak"
 
 exit "$failed"
