@@ -149,7 +149,8 @@ func asciiLower(s string) string {
 //
 // OPT ro or readonly makes the mount read-only. DST must be absolute and is
 // cleaned; it cannot be "/", which is Sandbox.Root's job. As in the original,
-// the first comma starts the options, so paths cannot contain commas.
+// the first comma starts the options; a comma in a path is written twice,
+// as in QEMU's options (host-bind:/data=/srv/a,,b,ro).
 // Host paths are kept as given, relative ones included: resolving them needs
 // the launcher's working directory, which a pure parser does not have.
 func ParseMount(spec string) (Mount, error) {
@@ -161,7 +162,7 @@ func ParseMount(spec string) (Mount, error) {
 }
 
 func parseMount(spec string) (Mount, error) {
-	head, opts, hasOpts := strings.Cut(spec, ",")
+	head, opts, hasOpts := cutOptions(spec)
 	typ, rest, ok := strings.Cut(head, ":")
 	if !ok {
 		return Mount{}, errors.New("missing mount type (want TYPE:DST=SRC)")
@@ -245,8 +246,9 @@ func parseMount(spec string) (Mount, error) {
 
 // ParseDisk parses a --disk option: file:TAG=SOURCE[,format=raw|qcow2].
 // The guest shows the disk at /dev/disk/by-tag/TAG, so TAG must be a plain
-// file name: 1-64 letters, digits, '_', '.' or '-', starting with a letter or
-// digit.
+// file name: 1-20 letters, digits, '_', '.' or '-', starting with a letter or
+// digit (a virtio disk's serial holds 20 bytes). A comma in SOURCE is
+// written twice.
 func ParseDisk(spec string) (Disk, error) {
 	d, err := parseDisk(spec)
 	if err != nil {
@@ -256,7 +258,7 @@ func ParseDisk(spec string) (Disk, error) {
 }
 
 func parseDisk(spec string) (Disk, error) {
-	head, opts, hasOpts := strings.Cut(spec, ",")
+	head, opts, hasOpts := cutOptions(spec)
 	typ, rest, ok := strings.Cut(head, ":")
 	if !ok {
 		return Disk{}, errors.New("missing disk type (want file:TAG=SOURCE)")
@@ -490,6 +492,25 @@ func checkNoNUL(s string) error {
 		return errors.New("contains a NUL byte")
 	}
 	return nil
+}
+
+// cutOptions splits a spec at its first single comma: before it the
+// paths, with each doubled comma read as one, after it the options.
+func cutOptions(spec string) (head, opts string, hasOpts bool) {
+	var b strings.Builder
+	for i := 0; i < len(spec); i++ {
+		if spec[i] != ',' {
+			b.WriteByte(spec[i])
+			continue
+		}
+		if i+1 < len(spec) && spec[i+1] == ',' {
+			b.WriteByte(',')
+			i++
+			continue
+		}
+		return b.String(), spec[i+1:], true
+	}
+	return b.String(), "", false
 }
 
 // checkPath accepts absolute sandbox paths, not necessarily clean.

@@ -73,7 +73,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				if len(args) < 1 {
 					return fmt.Errorf("%w: no service name given", config.ErrInvalid)
 				}
-				cfg, err := options.Config(c, args[1:])
+				argv := args[1:]
+				if len(argv) > 0 && argv[0] == "--" {
+					// Left by the cli package when the options come
+					// before the subcommand (-c URI create NAME -- ...).
+					argv = argv[1:]
+				}
+				cfg, err := options.Config(c, argv)
 				if err != nil {
 					return err
 				}

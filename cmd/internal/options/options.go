@@ -5,7 +5,6 @@ package options
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -92,9 +91,9 @@ func usage(c *cli.Context) string {
 func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, error) {
 	switch {
 	case len(argv) == 0:
-		return nil, fmt.Errorf("no command given; usage: %s (--help for more)", usage(c))
+		return nil, fmt.Errorf("%w: no command given; usage: %s (--help for more)", config.ErrInvalid, usage(c))
 	case argv[0] == "":
-		return nil, errors.New(`COMMAND "": an empty program name`)
+		return nil, fmt.Errorf(`%w: COMMAND "": an empty program name`, config.ErrInvalid)
 	}
 	uri := connectURI(c)
 	drv, err := DriverOf(uri)
