@@ -8,7 +8,11 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 SETUP     := tests/setup-host.sh
 
-.PHONY: all build test unit integration demo bench lint setup clean
+# make install: PREFIX and DESTDIR as usual.
+PREFIX    ?= /usr/local
+COMMANDS  := virt-sandbox virt-sandbox-service virt-sandbox-image
+
+.PHONY: all build test unit integration demo bench lint setup clean install
 
 all: build
 
@@ -34,6 +38,20 @@ bench: setup build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The binaries, the init beside them in libexec, and the manual pages and
+# completions each command prints from its own definitions (as --help).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/virt-sandbox \
+		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	install -m 0755 $(BIN)/virt-sandbox-init $(DESTDIR)$(PREFIX)/libexec/virt-sandbox/
+	for c in $(COMMANDS); do \
+		install -m 0755 $(BIN)/$$c $(DESTDIR)$(PREFIX)/bin/ && \
+		$(BIN)/$$c --man-page >$(DESTDIR)$(PREFIX)/share/man/man1/$$c.1 && \
+		$(BIN)/$$c --completion bash >$(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$c && \
+		$(BIN)/$$c --completion zsh >$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$c || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -30,14 +30,17 @@ func StateRoot() string {
 }
 
 // InitPath finds the guest init binary: $VIRT_SANDBOX_INIT, beside the
-// running executable, or the installed location.
+// running executable (a build tree), in PREFIX/libexec/virt-sandbox for an
+// executable in PREFIX/bin (make install), or the distribution's place.
 func InitPath() (string, error) {
 	if p := os.Getenv("VIRT_SANDBOX_INIT"); p != "" {
 		return p, nil
 	}
 	var tried []string
 	if exe, err := os.Executable(); err == nil {
-		tried = append(tried, filepath.Join(filepath.Dir(exe), "virt-sandbox-init"))
+		dir := filepath.Dir(exe)
+		tried = append(tried, filepath.Join(dir, "virt-sandbox-init"),
+			filepath.Join(dir, "..", "libexec", "virt-sandbox", "virt-sandbox-init"))
 	}
 	tried = append(tried, "/usr/libexec/virt-sandbox/virt-sandbox-init")
 	for _, p := range tried {

@@ -11,7 +11,7 @@ packages=(
 	qemu-system-x86 qemu-utils linux-image-amd64
 	busybox-static bubblewrap hyperfine tmux e2fsprogs tini python3
 	squashfs-tools dnsmasq-base
-	docker-registry skopeo umoci systemd
+	docker-registry skopeo umoci systemd man-db
 )
 
 log() { printf 'setup-host: %s\n' "$*" >&2; }

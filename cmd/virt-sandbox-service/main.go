@@ -73,13 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				if len(args) < 1 {
 					return fmt.Errorf("%w: no service name given", config.ErrInvalid)
 				}
-				argv := args[1:]
-				if len(argv) > 0 && argv[0] == "--" {
-					// Left by the cli package when the options come
-					// before the subcommand (-c URI create NAME -- ...).
-					argv = argv[1:]
-				}
-				cfg, err := options.Config(c, argv)
+				cfg, err := options.Config(c, args[1:])
 				if err != nil {
 					return err
 				}
@@ -226,6 +220,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			},
 		},
 	}
+	if asked, err := options.Docs(app, args, stdout); asked {
+		if err != nil {
+			return options.ExitStatus(app.Name, err, stderr)
+		}
+		return 0
+	}
 	if err := app.Run(nameAfterOptions(args)); err != nil {
 		return options.ExitStatus("virt-sandbox-service", err, stderr)
 	}
@@ -235,12 +235,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // nameAfterOptions turns "create NAME [options] -- COMMAND" into
 // "create [options] -- NAME COMMAND": flags parse up to the first argument
 // that is not one, and the service's name comes first on the command line.
+// The options before the subcommand (-c URI) stay where they are.
 func nameAfterOptions(args []string) []string {
-	if len(args) < 3 || args[1] != "create" || strings.HasPrefix(args[2], "-") {
+	at := 1
+	switch {
+	case len(args) > 1 && (args[1] == "-c" || args[1] == "--connect"):
+		at = 3
+	case len(args) > 1 && strings.HasPrefix(args[1], "--connect="):
+		at = 2
+	}
+	if len(args) < at+2 || args[at] != "create" || strings.HasPrefix(args[at+1], "-") {
 		return args
 	}
-	name, rest := args[2], args[3:]
-	out := []string{args[0], "create"}
+	name, rest := args[at+1], args[at+2:]
+	out := append(append([]string(nil), args[:at]...), "create")
 	for i, a := range rest {
 		if a == "--" {
 			out = append(append(out, rest[:i]...), "--", name)

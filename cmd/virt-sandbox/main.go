@@ -40,6 +40,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		status, err = sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
 		return err
 	}
+	if asked, err := options.Docs(app, args, stdout); asked {
+		if err != nil {
+			return options.ExitStatus(app.Name, err, stderr)
+		}
+		return 0
+	}
 	if err := app.Run(args); err != nil {
 		return options.ExitStatus("virt-sandbox", err, stderr)
 	}
