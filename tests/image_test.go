@@ -554,6 +554,12 @@ exit 9`
 		// The next run, with the image's own command, sees none of it.
 		r = imageRun(t, opts{}, "run", "-c", uri, ref)
 		r.want(t, 0, "fresh\n")
+
+		// docker run's overrides: another entrypoint (the image's
+		// command dropped with it), working directory and user.
+		r = imageRun(t, opts{}, "run", "-c", uri, "--entrypoint", "/bin/sh", "-w", "/data", "-u", "4321:99", ref,
+			"--", "-c", `echo "$(pwd) $(id -u):$(id -g) $0"`)
+		r.want(t, 0, "/data 4321:99 /bin/sh\n")
 		root := filepath.Join(storeDir(), "rootfs", strings.TrimPrefix(digest, "sha256:"))
 		absentOnHost(t, filepath.Join(root, "home/app/written"), filepath.Join(root, "data/written"))
 	})

@@ -51,6 +51,14 @@ func TestInstall(t *testing.T) {
 	if got := complete("virt-sandbox-service", "virt-sandbox-service", "create", "web", "--res"); got != "--restart" {
 		t.Errorf("virt-sandbox-service create web --res<TAB> = %q, want --restart", got)
 	}
+	// Completing after a service's name runs nothing: no service made.
+	if got := complete("virt-sandbox-service", "virt-sandbox-service", "create", "svc-test-completion", ""); got != "" {
+		t.Errorf("virt-sandbox-service create NAME <TAB> = %q, want nothing (files)", got)
+	}
+	if _, err := os.Stat("/etc/virt-sandbox/services/svc-test-completion"); err == nil {
+		t.Errorf("completing after create NAME created the service")
+		exec.Command(filepath.Join(prefix, "bin/virt-sandbox-service"), "delete", "svc-test-completion").Run()
+	}
 	if got := complete("virt-sandbox", "virt-sandbox", "--start-t"); got != "--start-timeout" {
 		t.Errorf("virt-sandbox --start-t<TAB> = %q, want --start-timeout", got)
 	}

@@ -167,7 +167,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			Name:      "run",
 			Usage:     "run an image (pulled first if it is not in the store) in a sandbox",
 			ArgsUsage: "[virt-sandbox options] REF [-- COMMAND [ARGS...]]",
-			Flags:     append(options.Flags(), pullFlags()...),
+			Flags:     append(append(options.Flags(), pullFlags()...), dockerRunFlags()...),
 			Action: func(c *cli.Context) error {
 				var err error
 				status, err = runImage(ctx, c, store, stdin, stdout, stderr)
@@ -226,15 +226,20 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {
 		os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
-	cmdline := append(append([]string(nil), img.Config.Entrypoint...), img.Config.Cmd...)
-	if len(argv) > 0 {
-		cmdline = append(append([]string(nil), img.Config.Entrypoint...), argv...)
+	var entrypoint *string
+	if c.IsSet("entrypoint") {
+		e := c.String("entrypoint")
+		entrypoint = &e
 	}
+	cmdline := imageCommand(img.Config, entrypoint, argv)
 	if len(cmdline) == 0 {
 		return 0, fmt.Errorf("%w: image %s has no entrypoint or command, and none was given", config.ErrInvalid, img.Ref)
 	}
 	if c.String("root") != "" {
 		return 0, fmt.Errorf("%w: -r: the image is the root", config.ErrInvalid)
+	}
+	if c.String("user") != "" && c.String("switch-user") != "" {
+		return 0, fmt.Errorf("%w: -u %q and -S %q both name the user: give one", config.ErrInvalid, c.String("user"), c.String("switch-user"))
 	}
 	cfg, err := options.ConfigOnRoot(c, cmdline, root)
 	if err != nil {
@@ -248,6 +253,33 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	signals, stopSignals := options.Signals()
 	defer stopSignals()
 	return sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+}
+
+// dockerRunFlags are docker run's options for what the image's config
+// says, with docker's meaning.
+func dockerRunFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "entrypoint", Usage: "run `CMD` instead of the image's entrypoint; the image's command is then not used (\"\" clears the entrypoint)"},
+		&cli.StringFlag{Name: "workdir", Aliases: []string{"w"}, Usage: "the program's working `DIR` instead of the image's"},
+		&cli.StringFlag{Name: "user", Aliases: []string{"u"}, Usage: "run as `USER[:GROUP]` (a name of the image's /etc/passwd or a uid[:gid]) instead of the image's user"},
+	}
+}
+
+// imageCommand is what runs, as docker run decides it: the entrypoint (the
+// image's, or the one given, which also drops the image's command), then
+// the command given, else the image's command.
+func imageCommand(ic images.Config, entrypoint *string, argv []string) []string {
+	ep, cmd := ic.Entrypoint, ic.Cmd
+	if entrypoint != nil {
+		ep, cmd = nil, nil
+		if *entrypoint != "" {
+			ep = []string{*entrypoint}
+		}
+	}
+	if len(argv) > 0 {
+		cmd = argv
+	}
+	return append(append([]string(nil), ep...), cmd...)
 }
 
 // refetch pulls img again by digest (repo@sha256:...), so that nothing but
@@ -278,7 +310,7 @@ func refetch(ctx context.Context, s *images.Store, img *images.Image, insecure b
 }
 
 // applyImageConfig sets the environment, working directory and user the
-// image asks for; -e, -p and -S on the command line win.
+// image asks for; -e, -w, -u, -p and -S on the command line win.
 func applyImageConfig(cfg *config.Sandbox, ic images.Config, c *cli.Context) {
 	env := append([]string(nil), ic.Env...)
 	for _, kv := range cfg.Command.Env {
@@ -290,8 +322,16 @@ func applyImageConfig(cfg *config.Sandbox, ic images.Config, c *cli.Context) {
 	}
 	cfg.Command.Env = env
 	cfg.Command.Dir = ic.WorkingDir
+	if w := c.String("workdir"); w != "" {
+		cfg.Command.Dir = w
+	}
 	if cfg.Command.Dir == "" {
 		cfg.Command.Dir = "/"
+	}
+	if u := c.String("user"); u != "" {
+		cfg.Identity = imageUser(u)
+		cfg.Identity.Privileged = c.Bool("privileged")
+		return
 	}
 	if c.Bool("privileged") || c.String("switch-user") != "" {
 		return

@@ -40,8 +40,6 @@ func NewApp(name, usage, version string, stdin io.Reader, stdout, stderr io.Writ
 		UseShortOptionHandling:    true,
 		DisableSliceFlagSeparator: true,
 		OnUsageError:              func(_ *cli.Context, err error, _ bool) error { return err },
-		// The completion scripts (Docs) ask the command itself.
-		EnableBashCompletion: true,
 	}
 }
 

@@ -18,13 +18,13 @@ func Docs(app *cli.App, args []string, stdout io.Writer) (bool, error) {
 	}
 	n := len(args)
 	switch {
-	case n >= 3 && args[n-1] == "--generate-bash-completion" && strings.HasPrefix(args[n-2], "-"):
-		// An option being typed: the cli package would parse it as one
-		// and fail (it panics on an unknown one), so it is answered here.
-		for _, name := range optionNames(app, args[1:n-2]) {
-			if strings.HasPrefix(name, args[n-2]) {
-				fmt.Fprintln(stdout, name)
-			}
+	case args[n-1] == "--generate-bash-completion":
+		// Answered here, never by running the command: the cli package
+		// would run a subcommand whose arguments hold the request
+		// (create NAME <TAB> would create a service), and panics on an
+		// unknown option being typed.
+		for _, word := range completion(app, args[1:n-1]) {
+			fmt.Fprintln(stdout, word)
 		}
 		return true, nil
 	case len(args) == 2 && args[1] == "--man-page":
@@ -43,6 +43,35 @@ func Docs(app *cli.App, args []string, stdout io.Writer) (bool, error) {
 		return true, err
 	}
 	return false, nil
+}
+
+// completion is what may follow words: options, when one is being typed;
+// the subcommands, while none is named; else nothing (files, the shell's
+// default).
+func completion(app *cli.App, words []string) []string {
+	var typed string
+	if n := len(words); n > 0 && strings.HasPrefix(words[n-1], "-") {
+		typed, words = words[n-1], words[:n-1]
+		var out []string
+		for _, name := range optionNames(app, words) {
+			if strings.HasPrefix(name, typed) {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	for _, w := range words {
+		if app.Command(w) != nil {
+			return nil
+		}
+	}
+	var out []string
+	for _, c := range app.Commands {
+		if !c.Hidden {
+			out = append(out, c.Name)
+		}
+	}
+	return out
 }
 
 // optionNames are the options of the subcommand named in words, else of
