@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -312,6 +314,9 @@ type ServiceInfo struct {
 	Autostart bool     `json:"autostart"`
 	Command   []string `json:"command"`
 	Restart   string   `json:"restart,omitempty"`
+	// Addresses are a running service's IP addresses: those it was
+	// given (-N address=) and those its DHCP leases say.
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Status reports one service.
@@ -347,9 +352,34 @@ func (r *run) info() ServiceInfo {
 	}
 	if r.running() {
 		info.State = "running"
+		info.Addresses = r.addresses()
 	}
 	info.Autostart, _ = r.dom.GetAutostart()
 	return info
+}
+
+// addresses are the IP addresses of a running sandbox: its static ones from
+// the config, and the leases of libvirt's DHCP server for the others.
+func (r *run) addresses() []string {
+	var out []string
+	for _, n := range r.cfg.Networks {
+		for _, a := range n.Addresses {
+			ip, _, _ := strings.Cut(a, "/")
+			out = append(out, ip)
+		}
+	}
+	ifaces, err := r.dom.ListAllInterfaceAddresses(libvirt.DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+	if err != nil {
+		return out
+	}
+	for _, iface := range ifaces {
+		for _, a := range iface.Addrs {
+			if !slices.Contains(out, a.Addr) {
+				out = append(out, a.Addr)
+			}
+		}
+	}
+	return out
 }
 
 // List reports every service, by name.

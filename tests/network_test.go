@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -157,4 +158,43 @@ func TestNetworkBadInput(t *testing.T) {
 			t.Errorf("-N %s: left behind %v", tc.spec, after)
 		}
 	}
+}
+
+// TestServiceAddress: a networked service's status and list --json show
+// its address, and a server the service runs answers there from the host.
+func TestServiceAddress(t *testing.T) {
+	isolatedNetwork(t)
+	onEachDriver(t, func(t *testing.T, uri string) {
+		c := rootCaller
+		name := newService(t, c, uri, "addr", []string{"-N", "dhcp,source=" + testNet}, "/usr/bin/python3", "-m", "http.server", "8123")
+		c.ok(t, "", "start", name)
+		var addr string
+		for deadline := time.Now().Add(2 * time.Minute); addr == "" && time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			out := c.svc(t, "status", name).stdout
+			if _, a, ok := strings.Cut(strings.TrimSpace(out), ": running at "); ok {
+				addr = a
+			}
+		}
+		if !strings.HasPrefix(addr, testPrefix+".") {
+			t.Fatalf("status never showed an address in %s.0/24 (last %q)", testPrefix, addr)
+		}
+		var listed bool
+		for _, s := range listServices(t, c) {
+			listed = listed || (s.Name == name && len(s.Addresses) == 1 && s.Addresses[0] == addr)
+		}
+		if !listed {
+			t.Errorf("list --json does not show %s at %s", name, addr)
+		}
+		var got string
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+			if resp, err := http.Get("http://" + addr + ":8123/"); err == nil {
+				got = resp.Status
+				resp.Body.Close()
+				break
+			}
+		}
+		if got != "200 OK" {
+			t.Errorf("GET http://%s:8123/ from the host: %q, want 200 OK", addr, got)
+		}
+	})
 }

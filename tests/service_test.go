@@ -229,15 +229,7 @@ const firstLines = "line 1\nline 2\nline 3\n"
 // wantListed checks that list --json shows the service.
 func (c *caller) wantListed(t *testing.T, name, uri, state string, argv ...string) {
 	t.Helper()
-	r := c.svc(t, "list", "--json")
-	var list []struct {
-		Name, URI, State string
-		Command          []string
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &list); r.code != 0 || err != nil {
-		t.Fatalf("list --json: exit %d, %v; stdout:\n%s\nstderr:\n%s", r.code, err, r.stdout, r.stderr)
-	}
-	for _, s := range list {
+	for _, s := range listServices(t, c) {
 		if s.Name == name {
 			if s.URI != uri || s.State != state || !slices.Equal(s.Command, argv) {
 				t.Errorf("list --json shows %+v; want uri %s, state %s, command %q", s, uri, state, argv)
@@ -245,7 +237,25 @@ func (c *caller) wantListed(t *testing.T, name, uri, state string, argv ...strin
 			return
 		}
 	}
-	t.Errorf("list --json does not show %s:\n%s", name, r.stdout)
+	t.Errorf("list --json does not show %s", name)
+}
+
+// listedService is a service as list --json shows it.
+type listedService struct {
+	Name, URI, State string
+	Command          []string
+	Addresses        []string
+}
+
+// listServices runs list --json as c.
+func listServices(t *testing.T, c *caller) []listedService {
+	t.Helper()
+	r := c.svc(t, "list", "--json")
+	var list []listedService
+	if err := json.Unmarshal([]byte(r.stdout), &list); r.code != 0 || err != nil {
+		t.Fatalf("list --json: exit %d, %v; stdout:\n%s\nstderr:\n%s", r.code, err, r.stdout, r.stderr)
+	}
+	return list
 }
 
 // TestServiceLifecycle takes a service through create, start, logs,

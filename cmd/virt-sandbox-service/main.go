@@ -110,6 +110,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			if err != nil {
 				return err
 			}
+			if len(info.Addresses) > 0 {
+				fmt.Fprintf(stdout, "%s: %s at %s\n", info.Name, info.State, strings.Join(info.Addresses, " "))
+				return nil
+			}
 			fmt.Fprintf(stdout, "%s: %s\n", info.Name, info.State)
 			return nil
 		}), "status"),
