@@ -179,11 +179,8 @@ func parseMount(spec string) (Mount, error) {
 		return Mount{}, fmt.Errorf("target %q: %v", dst, err)
 	}
 	m.Target = path.Clean(dst)
-	if m.Target == "/" {
-		return Mount{}, fmt.Errorf("target %q: %v", dst, errRootTarget)
-	}
-	if kernelFS(m.Target) {
-		return Mount{}, fmt.Errorf("target %q: %v", dst, errKernelFSTarget)
+	if err := checkMountTarget(m.Target); err != nil {
+		return Mount{}, fmt.Errorf("target %q: %v", dst, err)
 	}
 
 	switch m.Type {

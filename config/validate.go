@@ -143,6 +143,18 @@ func kernelFS(target string) bool {
 	return false
 }
 
+// checkMountTarget refuses the targets no mount may take, given clean: the
+// root, and the kernel filesystems.
+func checkMountTarget(target string) error {
+	switch {
+	case target == "/":
+		return errRootTarget
+	case kernelFS(target):
+		return errKernelFSTarget
+	}
+	return nil
+}
+
 func validateMount(m Mount) error {
 	if !knownMountType(m.Type) {
 		return fmt.Errorf("type %q: unknown (want host-bind, host-image, guest-bind or ram)", m.Type)
@@ -153,11 +165,8 @@ func validateMount(m Mount) error {
 	if c := path.Clean(m.Target); c != m.Target {
 		return fmt.Errorf("target %q: not clean (want %q)", m.Target, c)
 	}
-	if m.Target == "/" {
-		return fmt.Errorf("target %q: %v", m.Target, errRootTarget)
-	}
-	if kernelFS(m.Target) {
-		return fmt.Errorf("target %q: %v", m.Target, errKernelFSTarget)
+	if err := checkMountTarget(m.Target); err != nil {
+		return fmt.Errorf("target %q: %v", m.Target, err)
 	}
 	if m.Format != "" && m.Type != HostImage {
 		return fmt.Errorf("format %q: only host-image mounts have a format", m.Format)

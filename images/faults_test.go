@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -114,14 +113,7 @@ func TestRootFSMarker(t *testing.T) {
 	reg := newRegistry(t)
 	ref := reg.push(t, "t/marker:1", image(t, runtime.GOARCH, layer(t, file("a", "1"), file("b", "2"))))
 	s := openStore(t)
-	img, err := s.Pull(context.Background(), ref, PullOptions{Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.RootFS(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, root := pullRoot(t, s, ref)
 	if _, err := os.Stat(root + doneSuffix); err != nil {
 		t.Fatalf("no completion marker: %v", err)
 	}
@@ -294,11 +286,7 @@ func (i rawIndex) Size() (int64, error) {
 // pushIndex stores idx in the registry as repo:tag and returns the reference.
 func (r *testRegistry) pushIndex(t *testing.T, repoTag string, idx v1.ImageIndex) string {
 	t.Helper()
-	ref := r.host + "/" + repoTag
-	nr, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ref, nr := r.reference(t, repoTag)
 	if err := remote.WriteIndex(nr, idx); err != nil {
 		t.Fatalf("remote.WriteIndex(%s) = %v", ref, err)
 	}

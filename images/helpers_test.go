@@ -3,6 +3,7 @@ package images
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"io"
 	"io/fs"
 	"os"
@@ -212,4 +213,18 @@ func compressFile(t testing.TB, in, out string) {
 	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// pullRoot pulls ref into s and flattens it.
+func pullRoot(t *testing.T, s *Store, ref string) (*Image, string) {
+	t.Helper()
+	img, err := s.Pull(context.Background(), ref, PullOptions{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.RootFS(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, root
 }

@@ -70,14 +70,21 @@ func newRegistry(t *testing.T) *testRegistry {
 	return r
 }
 
-// push stores img in the registry as repo:tag and returns the reference.
-func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) string {
+// reference is repo:tag in the registry, as text and parsed.
+func (r *testRegistry) reference(t *testing.T, repoTag string) (string, name.Reference) {
 	t.Helper()
 	ref := r.host + "/" + repoTag
 	nr, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ref, nr
+}
+
+// push stores img in the registry as repo:tag and returns the reference.
+func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) string {
+	t.Helper()
+	ref, nr := r.reference(t, repoTag)
 	if err := remote.Write(nr, img); err != nil {
 		t.Fatalf("remote.Write(%s) = %v", ref, err)
 	}
@@ -632,14 +639,7 @@ func TestRootFSOnce(t *testing.T) {
 	reg := newRegistry(t)
 	ref := reg.push(t, "t/once:1", image(t, runtime.GOARCH, layer(t, file("f", "x"))))
 	s := openStore(t)
-	img, err := s.Pull(context.Background(), ref, PullOptions{Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.RootFS(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, root := pullRoot(t, s, ref)
 	before, _ := os.Stat(root)
 	// Another Store, as another process: finds it built.
 	s2, _ := Open(s.Dir)
