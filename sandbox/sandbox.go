@@ -216,7 +216,7 @@ func (r *run) connect() error {
 		return libvirtError("watching the connection", err)
 	}
 	r.onCleanup(func() { conn.UnregisterCloseCallback() })
-	return nil
+	return checkSecurityDriver(conn, r.cfg.Security)
 }
 
 // errConnLost ends a relay whose libvirt connection closed.

@@ -28,6 +28,9 @@ func TestBadInput(t *testing.T) {
 		{"bad memory", []string{"--memory", "lots", "/bin/true"}, `--memory "lots"`},
 		{"memory too small", []string{"-c", "qemu:///system", "--memory", "300K", "/bin/true"}, `--memory "300K": too small`},
 		{"no vcpus", []string{"-c", "qemu:///system", "--vcpus", "0", "/bin/true"}, "--vcpus 0"},
+		{"bad security label", []string{"-s", "bogus", "/bin/true"}, `-s "bogus"`},
+		// No security module on this machine kind: a static label cannot be applied.
+		{"static label without a security module", []string{"-s", "static,label=system_u:system_r:svirt_t:s0", "/bin/true"}, "-s static: the host has no security module"},
 		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

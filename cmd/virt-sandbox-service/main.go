@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/virt-sandbox/virt-sandbox/cmd/internal/options"
 	"github.com/virt-sandbox/virt-sandbox/config"
@@ -177,7 +176,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				if len(args) < 2 {
 					return fmt.Errorf("%w: want NAME -- COMMAND", config.ErrInvalid)
 				}
-				tty := c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
+				tty := options.WantTTY(c)
 				signals, stop := options.Signals()
 				defer stop()
 				var err error

@@ -32,6 +32,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "switch-user", Aliases: []string{"S"}, Usage: "run the program as `USER` of the sandbox's /etc/passwd"},
 		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
 		&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "run the program on pipes even from a terminal"},
+		&cli.StringFlag{Name: "security", Aliases: []string{"s"}, Usage: "security label: `dynamic` (the default), static,label=LABEL, or inherit (the caller's)"},
 		&cli.BoolFlag{Name: "debug", Aliases: []string{"d", "v", "verbose"}, Usage: "show the launcher's and the init's steps, the sandbox's log console and libvirt's errors on stderr"},
 		&cli.StringFlag{Name: "root", Aliases: []string{"r"}, Usage: "host `DIR` to use as the sandbox's / (read-only; default the host's /)", Category: "Files"},
 		&cli.BoolFlag{Name: "writable-root", Aliases: []string{"W"}, Usage: "put a throw-away tmpfs overlay over the root: writes anywhere work and never reach the host or DIR", Category: "Files"},
@@ -117,7 +118,12 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 	} else if err := config.CheckName(s.Name); err != nil {
 		return nil, fmt.Errorf("%w: -n %q: %v", config.ErrInvalid, s.Name, err)
 	}
-	s.TTY = c.Bool("tty") || (!c.Bool("no-tty") && term.IsTerminal(int(os.Stdin.Fd())) && term.IsTerminal(int(os.Stdout.Fd())))
+	s.TTY = WantTTY(c)
+	if spec := c.String("security"); spec != "" {
+		if s.Security, err = config.ParseSecurity(spec); err != nil {
+			return nil, err
+		}
+	}
 	if s.Command.Env, err = environment(c, s.TTY); err != nil {
 		return nil, err
 	}
@@ -142,6 +148,20 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		return nil, err
 	}
 	return s, s.Validate()
+}
+
+// WantTTY tells whether the program runs on a terminal: -t, or the
+// command's own stdin and stdout are terminals and -T is not given.
+func WantTTY(c *cli.Context) bool {
+	if c.Bool("tty") {
+		return true
+	}
+	return !c.Bool("no-tty") && isTerminal(c.App.Reader) && isTerminal(c.App.Writer)
+}
+
+func isTerminal(stream any) bool {
+	f, ok := stream.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // environment is the program's: the default PATH, TERM on a terminal,
