@@ -139,23 +139,6 @@ func TestHasKey(t *testing.T) {
 	}
 }
 
-func TestCompressionOf(t *testing.T) {
-	for _, tt := range []struct{ file, want string }{
-		{"virtio_blk.ko", "uncompressed"},
-		{"virtio_blk.ko.gz", "gz"},
-		{"virtio_blk.ko.xz", "xz"},
-		{"9pnet_virtio.ko.zst", "zst"},
-		{"x.ko.bz2", "uncompressed"},
-		{"x.gz", "uncompressed"},
-		{"x.ko.zstd", "uncompressed"},
-		{"", "uncompressed"},
-	} {
-		if got := compressionOf(tt.file); got != tt.want {
-			t.Errorf("compressionOf(%q) = %q, want %q", tt.file, got, tt.want)
-		}
-	}
-}
-
 func TestMissingMountPoint(t *testing.T) {
 	const missing = "/virt-sandbox-test-missing"
 	if _, err := os.Stat(missing); err == nil {

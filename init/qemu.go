@@ -73,19 +73,13 @@ func loadModules(b *boot) error {
 		if err := kmod.Load(name, image, ""); err != nil {
 			return err
 		}
-		comp := compressionOf(file)
+		comp := kmod.Compression(file)
+		if comp == "" {
+			comp = "uncompressed"
+		}
 		b.logf("module %s (%s, %d bytes) loaded in %v", name, comp, len(image), time.Since(t).Round(time.Microsecond))
 	}
 	return nil
-}
-
-func compressionOf(file string) string {
-	for _, c := range []string{"gz", "xz", "zst"} {
-		if strings.HasSuffix(file, ".ko."+c) {
-			return c
-		}
-	}
-	return "uncompressed"
 }
 
 // openVirtioChannel opens app channel i, a virtio-serial port found by its

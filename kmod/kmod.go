@@ -49,9 +49,8 @@ type alias struct {
 
 // Module is a loadable module file in a Tree.
 type Module struct {
-	Name        string // canonical name, see Name
-	Path        string // absolute path of the module file
-	Compression string // "", "gz", "xz" or "zst", from the file suffix
+	Name string // canonical name, see Name
+	Path string // absolute path of the module file
 }
 
 // Open reads dir/modules.dep, and dir/modules.builtin and dir/modules.alias
@@ -218,7 +217,9 @@ func aliasMatch(pattern, name string) bool {
 	return ok
 }
 
-func compression(file string) string {
+// Compression names how a module file is compressed, from its suffix: "gz",
+// "xz", "zst", or "" for none.
+func Compression(file string) string {
 	for _, c := range []string{"gz", "xz", "zst"} {
 		if strings.HasSuffix(file, "."+c) {
 			return c
@@ -333,6 +334,6 @@ func (r *resolver) visit(name, via string) error {
 	r.stack = r.stack[:len(r.stack)-1]
 	r.state[name] = done
 	p := r.t.paths[name]
-	r.out = append(r.out, Module{Name: name, Path: p, Compression: compression(p)})
+	r.out = append(r.out, Module{Name: name, Path: p})
 	return nil
 }

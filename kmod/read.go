@@ -28,7 +28,7 @@ func ReadModule(path string) ([]byte, error) {
 	defer f.Close()
 
 	var r io.Reader = f
-	switch c := compression(path); c {
+	switch c := Compression(path); c {
 	case "gz":
 		zr, err := gzip.NewReader(f)
 		if err != nil {
