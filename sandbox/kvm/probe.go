@@ -23,7 +23,7 @@ import (
 const Timeout = time.Second
 
 // Emulator is the QEMU binary the probe runs.
-var Emulator = "qemu-system-x86_64"
+const Emulator = "qemu-system-x86_64"
 
 // Usable reports whether KVM boots a machine, probing at most once per host
 // boot (the verdict is kept in cacheDir) and never for longer than Timeout.
