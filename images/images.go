@@ -330,7 +330,7 @@ func (s *Store) checkSizes(m *v1.Manifest) error {
 			return fmt.Errorf("layer %s claims a negative size (%d)", l.Digest, l.Size)
 		}
 		if l.Size > MaxLayerSize {
-			return fmt.Errorf("layer %s claims %s, more than the 128 GiB allowed", l.Digest, humanSize(l.Size))
+			return fmt.Errorf("layer %s claims %s, more than the 128 GiB allowed", l.Digest, HumanSize(l.Size))
 		}
 		if !s.haveBlob(l.Digest.String(), l.Size) {
 			need += l.Size
@@ -344,7 +344,7 @@ func (s *Store) checkSizes(m *v1.Manifest) error {
 		return nil // cannot tell: the copy itself will
 	}
 	if free := int64(st.Bavail) * st.Bsize; need > free {
-		return fmt.Errorf("its layers claim %s, more than the %s free in the image store %s", humanSize(need), humanSize(free), s.Dir)
+		return fmt.Errorf("its layers claim %s, more than the %s free in the image store %s", HumanSize(need), HumanSize(free), s.Dir)
 	}
 	return nil
 }
@@ -356,7 +356,7 @@ func checkManifestSize(what string, d v1.Descriptor) error {
 		return fmt.Errorf("%s %s claims a negative size (%d)", what, d.Digest, d.Size)
 	}
 	if d.Size > MaxManifestSize {
-		return fmt.Errorf("%s %s claims %s, more than the 4 MiB allowed", what, d.Digest, humanSize(d.Size))
+		return fmt.Errorf("%s %s claims %s, more than the 4 MiB allowed", what, d.Digest, HumanSize(d.Size))
 	}
 	return nil
 }
@@ -433,16 +433,17 @@ func oneLine(err error) error {
 	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 }
 
-// short abbreviates a digest for progress lines.
-func short(d string) string {
-	if len(d) > len("sha256:")+12 {
-		return d[:len("sha256:")+12]
+// ShortDigest abbreviates a digest to its first 12 hex digits, as docker
+// shows image IDs.
+func ShortDigest(d string) string {
+	if _, hex, ok := strings.Cut(d, ":"); ok && len(hex) > 12 {
+		return hex[:12]
 	}
 	return d
 }
 
-// humanSize formats n bytes in decimal units, like docker does.
-func humanSize(n int64) string {
+// HumanSize formats n bytes in decimal units, as docker does.
+func HumanSize(n int64) string {
 	units := []string{"B", "kB", "MB", "GB", "TB"}
 	f := float64(n)
 	i := 0

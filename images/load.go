@@ -128,7 +128,7 @@ func archiveKind(file string) (docker, oci bool, err error) {
 		name := path.Clean(strings.TrimLeft(hdr.Name, "/"))
 		if (name == "manifest.json" || name == "index.json") && hdr.Size > MaxManifestSize {
 			// Read into memory whole: refused before it is.
-			return false, false, fmt.Errorf("%s has %s, more than the 4 MiB allowed", name, humanSize(hdr.Size))
+			return false, false, fmt.Errorf("%s has %s, more than the 4 MiB allowed", name, HumanSize(hdr.Size))
 		}
 		switch name {
 		case "manifest.json":

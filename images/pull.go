@@ -179,7 +179,7 @@ func (s *Store) store(img v1.Image, p *progress) (*Image, error) {
 	}
 	digest := sha256Hash(raw).String()
 	if len(raw) > MaxManifestSize {
-		return nil, fmt.Errorf("manifest %s has %s, more than the 4 MiB allowed", digest, humanSize(int64(len(raw))))
+		return nil, fmt.Errorf("manifest %s has %s, more than the 4 MiB allowed", digest, HumanSize(int64(len(raw))))
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
@@ -406,7 +406,7 @@ func (p *progress) printf(format string, args ...any) {
 }
 
 func (p *progress) cached(digest string, size int64) {
-	p.printf("cached %s (%s)\n", short(digest), humanSize(size))
+	p.printf("cached %s (%s)\n", ShortDigest(digest), HumanSize(size))
 }
 
 // layerProgress is one download: w counts bytes, finish ends the line.
@@ -420,16 +420,16 @@ func (p *progress) start(digest string, size int64) layerProgress {
 		return layerProgress{finish: func(error) {}}
 	}
 	if !p.tty {
-		p.printf("pulling %s (%s)\n", short(digest), humanSize(size))
+		p.printf("pulling %s (%s)\n", ShortDigest(digest), HumanSize(size))
 		return layerProgress{finish: func(err error) {
 			if err == nil {
-				p.printf("done %s\n", short(digest))
+				p.printf("done %s\n", ShortDigest(digest))
 			}
 		}}
 	}
 	bar := progressbar.NewOptions64(size,
 		progressbar.OptionSetWriter(p.w),
-		progressbar.OptionSetDescription(short(digest)),
+		progressbar.OptionSetDescription(ShortDigest(digest)),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),
 		progressbar.OptionShowCount(),

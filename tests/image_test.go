@@ -85,7 +85,7 @@ func checkPullFailed(t *testing.T, r result, want string) {
 	ok := r.code == 125 && r.stdout == "" && strings.HasSuffix(r.stderr, "\n") &&
 		strings.HasPrefix(last, "virt-sandbox-image: ") && strings.Contains(last, want)
 	for _, l := range lines[:len(lines)-1] {
-		if !strings.HasPrefix(l, "pulling sha256:") && !strings.HasPrefix(l, "cached sha256:") && !strings.HasPrefix(l, "done sha256:") {
+		if !strings.HasPrefix(l, "pulling ") && !strings.HasPrefix(l, "cached ") && !strings.HasPrefix(l, "done ") {
 			ok = false
 		}
 	}

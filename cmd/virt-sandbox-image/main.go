@@ -128,7 +128,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
 				for _, img := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, short(img.Digest), img.Platform, size(img.Size), img.Created.Format(time.DateOnly))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, images.ShortDigest(img.Digest), img.Platform, images.HumanSize(img.Size), img.Created.Format(time.DateOnly))
 				}
 				return tw.Flush()
 			}),
@@ -159,7 +159,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(stdout, "freed %s\n", size(freed))
+				fmt.Fprintf(stdout, "freed %s\n", images.HumanSize(freed))
 				return nil
 			}),
 		},
@@ -363,23 +363,4 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func short(digest string) string {
-	if _, hex, ok := strings.Cut(digest, ":"); ok && len(hex) > 12 {
-		return hex[:12]
-	}
-	return digest
-}
-
-func size(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
