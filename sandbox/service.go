@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -164,12 +165,21 @@ func withService(name string, f func(*run) error) error {
 	return f(r)
 }
 
+// isActive tells whether libvirt has the service's domain running.
+func (r *run) isActive() (bool, error) {
+	active, err := r.dom.IsActive()
+	if err != nil {
+		return false, libvirtError(fmt.Sprintf("service %q", r.cfg.Name), err)
+	}
+	return active, nil
+}
+
 // Start starts a stopped service.
 func Start(name string) error {
 	return withService(name, func(r *run) error {
 		r.resync()
-		if active, _ := r.dom.IsActive(); active {
-			return fmt.Errorf("service %q is already running", name)
+		if active, err := r.isActive(); err != nil || active {
+			return cmp.Or(err, fmt.Errorf("service %q is already running", name))
 		}
 		if err := r.dom.Create(); err != nil {
 			return libvirtError(fmt.Sprintf("starting service %q", name), err)
@@ -183,8 +193,8 @@ func Start(name string) error {
 func Stop(name string, timeout time.Duration) error {
 	return withService(name, func(r *run) error {
 		r.resync()
-		if active, _ := r.dom.IsActive(); !active {
-			return nil
+		if active, err := r.isActive(); err != nil || !active {
+			return err
 		}
 		if err := r.watchStop(); err != nil {
 			return err
@@ -216,8 +226,8 @@ func Stop(name string, timeout time.Duration) error {
 func Execute(name string, argv []string, tty bool, stdio IO) (int, error) {
 	var status int
 	err := withService(name, func(r *run) error {
-		if active, _ := r.dom.IsActive(); !active {
-			return fmt.Errorf("service %q is not running", name)
+		if active, err := r.isActive(); err != nil || !active {
+			return cmp.Or(err, fmt.Errorf("service %q is not running", name))
 		}
 		r.cfg.TTY = tty
 		r.io = stdio
@@ -236,8 +246,8 @@ func Execute(name string, argv []string, tty bool, stdio IO) (int, error) {
 // until Ctrl-]; the service keeps running.
 func Connect(name string, stdio IO) error {
 	return withService(name, func(r *run) error {
-		if active, _ := r.dom.IsActive(); !active {
-			return fmt.Errorf("service %q is not running", name)
+		if active, err := r.isActive(); err != nil || !active {
+			return cmp.Or(err, fmt.Errorf("service %q is not running", name))
 		}
 		s, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
 		if err != nil {
@@ -281,7 +291,11 @@ func Upgrade(name string) error {
 func Delete(name string, force bool) error {
 	return withService(name, func(r *run) error {
 		r.resync()
-		if active, _ := r.dom.IsActive(); active {
+		active, err := r.isActive()
+		if err != nil {
+			return err
+		}
+		if active {
 			if !force {
 				return fmt.Errorf("service %q is running: stop it first, or delete --force", name)
 			}

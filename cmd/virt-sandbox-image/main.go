@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -221,10 +220,6 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	}
 	if err != nil {
 		return 0, err
-	}
-	// The sandbox mounts on these; images need not have them all.
-	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
 	var entrypoint *string
 	if c.IsSet("entrypoint") {
