@@ -173,7 +173,8 @@ type Security struct {
 	Value string `json:"value,omitempty"`
 }
 
-// Kernel is the machine a QEMU sandbox boots; ignored by LXC.
+// Kernel is the machine a sandbox runs on: a QEMU sandbox boots its kernel
+// and modules; both drivers take its memory and vCPUs.
 type Kernel struct {
 	Path       string `json:"path,omitempty"`
 	Version    string `json:"version,omitempty"`

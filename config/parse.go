@@ -15,7 +15,7 @@ import (
 
 // The parsers below read the option syntax of the original virt-sandbox
 // (-m, --disk, -N, -e, -s). They never touch the file system: the launcher
-// resolves host paths later, and the same code must run in the guest init.
+// resolves host paths later, when it prepares the run.
 //
 // Internal helpers return a bare reason; the exported functions prefix the
 // option and its value and wrap ErrInvalid exactly once, so messages stay on

@@ -20,8 +20,9 @@ const MinQEMUMemoryMiB = 64
 // Validate reports the first problem in s as a one-line error wrapping
 // ErrInvalid and naming the field (by its JSON name) and the bad value.
 // It applies the rules of the Parse functions to values set by hand or loaded
-// from a file, and never touches the file system: whether host paths exist is
-// the launcher's business, and the guest init must not depend on them.
+// from a file (a service's edited config), and never touches the file system:
+// whether host paths exist is for the launcher to find when it prepares the
+// run.
 func (s *Sandbox) Validate() error {
 	if s == nil {
 		return fmt.Errorf("%w: no sandbox", ErrInvalid)

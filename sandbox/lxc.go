@@ -88,7 +88,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if d.Format != "raw" {
-			return nil, fmt.Errorf("--disk %s: %s images are given to LXC sandboxes through nbd, which this host lacks: use a raw image or QEMU", d.Tag, d.Format)
+			return nil, fmt.Errorf("--disk %s: LXC sandboxes take raw disk images only (on a loop device); a %s image needs QEMU", d.Tag, d.Format)
 		}
 		dev, f, err := attachLoop(d.Source)
 		if err != nil {
