@@ -31,33 +31,28 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	status := 0
-	name := func(c *cli.Context) (string, error) {
-		if c.NArg() < 1 {
-			return "", fmt.Errorf("%w: no service name given", config.ErrInvalid)
-		}
-		return c.Args().First(), nil
-	}
-	simple := func(usage string, f func(string) error) *cli.Command {
-		return &cli.Command{
-			Usage:     usage,
-			ArgsUsage: "NAME",
-			Action: func(c *cli.Context) error {
-				n, err := name(c)
-				if err != nil {
-					return err
-				}
-				return f(n)
-			},
-		}
-	}
-	cmd := func(c *cli.Command, name string) *cli.Command { c.Name = name; return c }
 	app := options.NewApp("virt-sandbox-service", "keep sandboxes running as services (LXC or QEMU)", version, stdin, stdout, stderr)
 	// libvirt-sandbox's syntax: the connection before the subcommand.
 	// create takes it from there too; the others act on the saved
 	// service, whose URI decides.
 	app.Flags = []cli.Flag{&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Usage: "libvirt `URI` of a service to create (as after create)"}}
-	app.Commands = []*cli.Command{
+	app.Commands = commands()
+	if asked, err := options.Docs(app, args, stdout); asked {
+		if err != nil {
+			return options.ExitStatus(app.Name, err, stderr)
+		}
+		return 0
+	}
+	if err := app.Run(nameAfterOptions(args)); err != nil {
+		return options.ExitStatus(app.Name, err, stderr)
+	}
+	return 0
+}
+
+// commands are the subcommands. Each action reads and writes the command's
+// own streams (c.App.Reader, Writer, ErrWriter).
+func commands() []*cli.Command {
+	return []*cli.Command{
 		{
 			Name:      "create",
 			Usage:     "save a new service and define its domain",
@@ -67,99 +62,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				Value: "no",
 				Usage: "`POLICY`: no, or on-failure[:N] to restart a program that fails, with back-off, at most N times (default 5)",
 			}),
-			Action: func(c *cli.Context) error {
-				args := c.Args().Slice()
-				if len(args) < 1 {
-					return fmt.Errorf("%w: no service name given", config.ErrInvalid)
-				}
-				cfg, err := options.Config(c, args[1:])
-				if err != nil {
-					return err
-				}
-				cfg.Name = args[0]
-				cfg.TTY = false
-				if cfg.Service, err = restartPolicy(c.String("restart")); err != nil {
-					return err
-				}
-				return sandbox.Create(cfg)
-			},
+			Action: create,
 		},
-		cmd(simple("start a service", sandbox.Start), "start"),
+		onService("start", "start a service", nil, byName(sandbox.Start)),
+		onService("stop", "ask the service's program to end; destroy the sandbox if it has not within the timeout",
+			[]cli.Flag{&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait"}},
+			func(c *cli.Context, n string) error { return sandbox.Stop(n, c.Duration("timeout")) }),
+		onService("restart", "stop, then start a service", nil, byName(restart)),
+		onService("status", "show whether a service runs", nil, status),
 		{
-			Name:      "stop",
-			Usage:     "ask the service's program to end; destroy the sandbox if it has not within the timeout",
-			ArgsUsage: "NAME",
-			Flags:     []cli.Flag{&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "how long to wait"}},
-			Action: func(c *cli.Context) error {
-				n, err := name(c)
-				if err != nil {
-					return err
-				}
-				return sandbox.Stop(n, c.Duration("timeout"))
-			},
+			Name:   "list",
+			Usage:  "list the services",
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Action: list,
 		},
-		cmd(simple("stop, then start a service", func(n string) error {
-			if err := sandbox.Stop(n, 10*time.Second); err != nil {
-				return err
-			}
-			return sandbox.Start(n)
-		}), "restart"),
-		cmd(simple("show whether a service runs", func(n string) error {
-			info, err := sandbox.Status(n)
-			if err != nil {
-				return err
-			}
-			if len(info.Addresses) > 0 {
-				fmt.Fprintf(stdout, "%s: %s at %s\n", info.Name, info.State, strings.Join(info.Addresses, " "))
-				return nil
-			}
-			fmt.Fprintf(stdout, "%s: %s\n", info.Name, info.State)
-			return nil
-		}), "status"),
-		{
-			Name:  "list",
-			Usage: "list the services",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
-			Action: func(c *cli.Context) error {
-				list, err := sandbox.List()
-				if err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					if list == nil {
-						list = []sandbox.ServiceInfo{}
-					}
-					enc := json.NewEncoder(stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(list)
-				}
-				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tURI\tAUTOSTART\tRESTART\tCOMMAND")
-				for _, s := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", s.Name, s.State, s.URI, s.Autostart, s.Restart, strings.Join(s.Command, " "))
-				}
-				return tw.Flush()
-			},
-		},
-		{
-			Name:      "logs",
-			Usage:     "print the program's output, kept across restarts",
-			ArgsUsage: "NAME",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what is appended"}},
-			Action: func(c *cli.Context) error {
-				n, err := name(c)
-				if err != nil {
-					return err
-				}
-				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-				defer stop()
-				return sandbox.Logs(ctx, n, c.Bool("follow"), stdout)
-			},
-		},
-		cmd(simple("attach to the program's console; Ctrl-] detaches and the service keeps running", func(n string) error {
-			fmt.Fprintf(stderr, "connected to %s (Ctrl-] detaches)\r\n", n)
-			return sandbox.Connect(n, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr})
-		}), "connect"),
+		onService("logs", "print the program's output, kept across restarts",
+			[]cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing what is appended"}},
+			logs),
+		onService("connect", "attach to the program's console; Ctrl-] detaches and the service keeps running", nil, connect),
 		{
 			Name:      "execute",
 			Usage:     "run another command inside a running service, with its own stdio and exit status",
@@ -168,71 +88,134 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "force a terminal"},
 				&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "force pipes"},
 			},
-			Action: func(c *cli.Context) error {
-				args := c.Args().Slice()
-				if len(args) > 1 && args[1] == "--" {
-					args = append(args[:1], args[2:]...)
-				}
-				if len(args) < 2 {
-					return fmt.Errorf("%w: want NAME -- COMMAND", config.ErrInvalid)
-				}
-				tty := options.WantTTY(c)
-				signals, stop := options.Signals()
-				defer stop()
-				var err error
-				status, err = sandbox.Execute(args[0], args[1:], tty, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
-				return err
-			},
+			Action: execute,
 		},
-		cmd(simple("rebuild the service's domain from its saved config", sandbox.Upgrade), "upgrade"),
-		{
-			Name:      "delete",
-			Usage:     "remove a service: domain, config and logs",
-			ArgsUsage: "NAME",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also when it runs (it is destroyed)"}},
-			Action: func(c *cli.Context) error {
-				n, err := name(c)
-				if err != nil {
-					return err
-				}
-				return sandbox.Delete(n, c.Bool("force"))
-			},
-		},
+		onService("upgrade", "rebuild the service's domain from its saved config", nil, byName(sandbox.Upgrade)),
+		onService("delete", "remove a service: domain, config and logs",
+			[]cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also when it runs (it is destroyed)"}},
+			func(c *cli.Context, n string) error { return sandbox.Delete(n, c.Bool("force")) }),
 		{
 			Name:      "autostart",
 			Usage:     "start the service with libvirt, or not",
 			ArgsUsage: "NAME on|off",
-			Action: func(c *cli.Context) error {
-				if c.NArg() != 2 || (c.Args().Get(1) != "on" && c.Args().Get(1) != "off") {
-					return fmt.Errorf("%w: want NAME on|off", config.ErrInvalid)
-				}
-				return sandbox.SetAutostart(c.Args().First(), c.Args().Get(1) == "on")
-			},
+			Action:    autostart,
 		},
-		{
-			Name:      "systemd-unit",
-			Usage:     "print a systemd unit that starts and stops the service, or install it",
-			ArgsUsage: "NAME",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system"}},
-			Action: func(c *cli.Context) error {
-				n, err := name(c)
-				if err != nil {
-					return err
-				}
-				return systemdUnit(n, c.Bool("install"), stdout)
-			},
+		onService("systemd-unit", "print a systemd unit that starts and stops the service, or install it",
+			[]cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system"}},
+			func(c *cli.Context, n string) error { return systemdUnit(n, c.Bool("install"), c.App.Writer) }),
+	}
+}
+
+// onService is a subcommand that acts on the service named by its one
+// argument.
+func onService(name, usage string, flags []cli.Flag, act func(c *cli.Context, name string) error) *cli.Command {
+	return &cli.Command{
+		Name:      name,
+		Usage:     usage,
+		ArgsUsage: "NAME",
+		Flags:     flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return fmt.Errorf("%w: no service name given", config.ErrInvalid)
+			}
+			return act(c, c.Args().First())
 		},
 	}
-	if asked, err := options.Docs(app, args, stdout); asked {
-		if err != nil {
-			return options.ExitStatus(app.Name, err, stderr)
+}
+
+// byName adapts an action that needs only the service's name.
+func byName(act func(name string) error) func(*cli.Context, string) error {
+	return func(_ *cli.Context, name string) error { return act(name) }
+}
+
+func create(c *cli.Context) error {
+	args := c.Args().Slice()
+	if len(args) < 1 {
+		return fmt.Errorf("%w: no service name given", config.ErrInvalid)
+	}
+	cfg, err := options.Config(c, args[1:])
+	if err != nil {
+		return err
+	}
+	cfg.Name = args[0]
+	cfg.TTY = false
+	if cfg.Service, err = restartPolicy(c.String("restart")); err != nil {
+		return err
+	}
+	return sandbox.Create(cfg)
+}
+
+func restart(name string) error {
+	if err := sandbox.Stop(name, 10*time.Second); err != nil {
+		return err
+	}
+	return sandbox.Start(name)
+}
+
+func status(c *cli.Context, name string) error {
+	info, err := sandbox.Status(name)
+	if err != nil {
+		return err
+	}
+	if len(info.Addresses) > 0 {
+		fmt.Fprintf(c.App.Writer, "%s: %s at %s\n", info.Name, info.State, strings.Join(info.Addresses, " "))
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "%s: %s\n", info.Name, info.State)
+	return nil
+}
+
+func list(c *cli.Context) error {
+	list, err := sandbox.List()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if list == nil {
+			list = []sandbox.ServiceInfo{}
 		}
-		return 0
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
 	}
-	if err := app.Run(nameAfterOptions(args)); err != nil {
-		return options.ExitStatus("virt-sandbox-service", err, stderr)
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tURI\tAUTOSTART\tRESTART\tCOMMAND")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", s.Name, s.State, s.URI, s.Autostart, s.Restart, strings.Join(s.Command, " "))
 	}
-	return status
+	return tw.Flush()
+}
+
+func logs(c *cli.Context, name string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return sandbox.Logs(ctx, name, c.Bool("follow"), c.App.Writer)
+}
+
+func connect(c *cli.Context, name string) error {
+	fmt.Fprintf(c.App.ErrWriter, "connected to %s (Ctrl-] detaches)\r\n", name)
+	return sandbox.Connect(name, sandbox.IO{Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter})
+}
+
+func execute(c *cli.Context) error {
+	args := c.Args().Slice()
+	if len(args) > 1 && args[1] == "--" {
+		args = append(args[:1], args[2:]...)
+	}
+	if len(args) < 2 {
+		return fmt.Errorf("%w: want NAME -- COMMAND", config.ErrInvalid)
+	}
+	signals, stop := options.Signals()
+	defer stop()
+	stdio := sandbox.IO{Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Signals: signals}
+	return options.Finished(sandbox.Execute(args[0], args[1:], options.WantTTY(c), stdio))
+}
+
+func autostart(c *cli.Context) error {
+	if c.NArg() != 2 || (c.Args().Get(1) != "on" && c.Args().Get(1) != "off") {
+		return fmt.Errorf("%w: want NAME on|off", config.ErrInvalid)
+	}
+	return sandbox.SetAutostart(c.Args().First(), c.Args().Get(1) == "on")
 }
 
 // nameAfterOptions turns "create NAME [options] -- COMMAND" into

@@ -21,7 +21,6 @@ func main() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	status := 0
 	app := options.NewApp("virt-sandbox", "run a program in a throw-away libvirt LXC container or QEMU machine", version, stdin, stdout, stderr)
 	app.UsageText = "virt-sandbox [OPTIONS] [--] COMMAND [ARGS...]"
 	app.Flags = options.Flags()
@@ -30,16 +29,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		"it was killed by signal N; 125 when the sandbox could not be started or the program's user\n" +
 		"cannot enter its working directory; 126 when the command cannot be executed; 127 when it is\n" +
 		"not found; 124 when --timeout expired."
-	app.Action = func(c *cli.Context) error {
-		cfg, err := options.Config(c, c.Args().Slice())
-		if err != nil {
-			return err
-		}
-		signals, stop := options.Signals()
-		defer stop()
-		status, err = sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
-		return err
-	}
+	app.Action = runProgram
 	if asked, err := options.Docs(app, args, stdout); asked {
 		if err != nil {
 			return options.ExitStatus(app.Name, err, stderr)
@@ -49,5 +39,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := app.Run(args); err != nil {
 		return options.ExitStatus("virt-sandbox", err, stderr)
 	}
-	return status
+	return 0
+}
+
+func runProgram(c *cli.Context) error {
+	cfg, err := options.Config(c, c.Args().Slice())
+	if err != nil {
+		return err
+	}
+	signals, stop := options.Signals()
+	defer stop()
+	return options.Finished(sandbox.Run(cfg, sandbox.IO{Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Signals: signals}))
 }

@@ -43,11 +43,33 @@ func NewApp(name, usage, version string, stdin io.Reader, stdout, stderr io.Writ
 	}
 }
 
+// ProgramStatus carries the exit status of a program a command ran to its
+// end, from the command's action to its exit: ExitStatus prints nothing
+// for it.
+type ProgramStatus int
+
+func (s ProgramStatus) Error() string {
+	return fmt.Sprintf("the program exited with status %d", int(s))
+}
+
+// Finished is what an action returns after running a program: err when the
+// program did not run to its end, else its status (nil for 0).
+func Finished(status int, err error) error {
+	if err != nil || status == 0 {
+		return err
+	}
+	return ProgramStatus(status)
+}
+
 // ExitStatus reports err on one line and returns the exit status it stands
 // for: a program that could not run carries its own, a time-out is 124, a
 // detached terminal session 137 (its sandbox was killed), anything else a
 // failure to start the sandbox.
 func ExitStatus(prog string, err error, stderr io.Writer) int {
+	var exited ProgramStatus
+	if errors.As(err, &exited) {
+		return int(exited)
+	}
 	var failed *console.Failed
 	if errors.As(err, &failed) {
 		fmt.Fprintf(stderr, "%s: %s\n", prog, failed.Message)
