@@ -52,22 +52,18 @@ func mountShares(b *boot) error {
 // blockDevice finds the disk whose serial is serial, waiting a bounded time
 // for the driver to probe it.
 func blockDevice(serial string) (string, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	return waitFor(time.Now().Add(deviceWait), time.Millisecond, fmt.Errorf("no disk with serial %s", serial), func() (string, bool, error) {
 		paths, _ := filepath.Glob("/sys/block/*/serial")
 		for _, p := range paths {
 			if s, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(s)) == serial {
 				dev := "/dev/" + filepath.Base(filepath.Dir(p))
 				if _, err := os.Stat(dev); err == nil {
-					return dev, nil
+					return dev, true, nil
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no disk with serial %s", serial)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return "", false, nil
+	})
 }
 
 // setupFiles lays the user's mounts and includes over the root. A

@@ -71,22 +71,18 @@ func linkByMAC(mac string) (netlink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	return waitFor(time.Now().Add(deviceWait), 5*time.Millisecond, fmt.Errorf("no interface with MAC address %s", mac), func() (netlink.Link, bool, error) {
 		links, err := netlink.LinkList()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, l := range links {
 			if l.Attrs().HardwareAddr.String() == hw.String() {
-				return l, nil
+				return l, true, nil
 			}
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no interface with MAC address %s", mac)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil, false, nil
+	})
 }
 
 func configureStatic(link netlink.Link, n config.Network) error {

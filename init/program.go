@@ -358,23 +358,9 @@ func startOnFiles(cmd *launch, files [3]*os.File) (console.Program, error) {
 
 // startTTY runs the program as the leader of a new session on a fresh pty.
 func startTTY(cmd *launch, size console.WinSize) (console.Program, error) {
-	var p console.Program
-	master, slave, err := pty.Open()
+	master, err := startOnPTY(cmd, size)
 	if err != nil {
-		return p, err
-	}
-	if size.Rows > 0 && size.Cols > 0 {
-		pty.Setsize(master, &pty.Winsize{Rows: size.Rows, Cols: size.Cols})
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr.Setsid = true
-	cmd.SysProcAttr.Setctty = true
-	cmd.SysProcAttr.Ctty = 0
-	err = cmd.start()
-	slave.Close()
-	if err != nil {
-		master.Close()
-		return p, err
+		return console.Program{}, err
 	}
 	return console.Program{
 		Stdin:  keepOpen{master},
@@ -387,6 +373,29 @@ func startTTY(cmd *launch, size console.WinSize) (console.Program, error) {
 		},
 		Resize: func(ws console.WinSize) { pty.Setsize(master, &pty.Winsize{Rows: ws.Rows, Cols: ws.Cols}) },
 	}, nil
+}
+
+// startOnPTY starts cmd as the leader of a new session whose controlling
+// terminal is a fresh pty of size (when known), and returns its master.
+func startOnPTY(cmd *launch, size console.WinSize) (*os.File, error) {
+	master, slave, err := pty.Open()
+	if err != nil {
+		return nil, err
+	}
+	if size.Rows > 0 && size.Cols > 0 {
+		pty.Setsize(master, &pty.Winsize{Rows: size.Rows, Cols: size.Cols})
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr.Setsid = true
+	cmd.SysProcAttr.Setctty = true
+	cmd.SysProcAttr.Ctty = 0
+	err = cmd.start()
+	slave.Close()
+	if err != nil {
+		master.Close()
+		return nil, err
+	}
+	return master, nil
 }
 
 // keepOpen is a terminal master as the program's stdin: the end of the

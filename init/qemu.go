@@ -86,33 +86,26 @@ func loadModules(b *boot) error {
 // name in sysfs, as udev would; ports show up a little after the driver
 // loads.
 func openVirtioChannel(i int) (*os.File, error) {
-	return openVirtioPort(config.AppChannelName(i), time.Now().Add(10*time.Second))
+	return openVirtioPort(config.AppChannelName(i), time.Now().Add(deviceWait))
 }
 
 // openVirtioPort opens the virtio-serial port named name, waiting until
 // deadline for it to show up.
 func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
-	for {
+	return waitFor(deadline, time.Millisecond, fmt.Errorf("no virtio port named %s", name), func() (*os.File, bool, error) {
 		ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
 		for _, p := range ports {
 			got, err := os.ReadFile(p)
 			if err != nil || strings.TrimSpace(string(got)) != name {
 				continue
 			}
-			dev := "/dev/" + filepath.Base(filepath.Dir(p))
-			f, err := os.OpenFile(dev, os.O_RDWR, 0)
-			if err == nil {
-				return f, nil
-			}
-			if !os.IsNotExist(err) {
-				return nil, err
+			f, err := os.OpenFile("/dev/"+filepath.Base(filepath.Dir(p)), os.O_RDWR, 0)
+			if err == nil || !os.IsNotExist(err) {
+				return f, err == nil, err
 			}
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no virtio port named %s", name)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil, false, nil
+	})
 }
 
 // ninePOpts are the 9p mount options: a large msize for throughput, and

@@ -99,22 +99,15 @@ func (s *service) runOnce() (console.Status, error) {
 	if err != nil {
 		return console.Status{}, err
 	}
-	master, slave, err := pty.Open()
-	if err != nil {
-		return console.Status{}, err
+	var size console.WinSize
+	if rows, cols, err := pty.Getsize(os.Stdin); err == nil {
+		size = console.WinSize{Rows: uint16(rows), Cols: uint16(cols)}
 	}
-	defer master.Close()
-	if rows, cols, err := pty.Getsize(os.Stdin); err == nil && rows > 0 {
-		pty.Setsize(master, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr.Setsid = true
-	cmd.SysProcAttr.Setctty = true
-	err = cmd.start()
-	slave.Close()
+	master, err := startOnPTY(cmd, size)
 	if err != nil {
 		return console.Status{}, execFailure(cmd.Path, err)
 	}
+	defer master.Close()
 	exited := s.reaper.await(cmd.Process.Pid)
 	s.pgid.Store(int64(cmd.Process.Pid))
 	s.master.Store(master)
