@@ -183,62 +183,75 @@ func parseMount(spec string) (Mount, error) {
 		return Mount{}, fmt.Errorf("target %q: %v", dst, err)
 	}
 
+	if err := m.setSource(src); err != nil {
+		return Mount{}, err
+	}
+	if hasOpts {
+		if err := m.setOptions(opts); err != nil {
+			return Mount{}, err
+		}
+	}
+	return m, nil
+}
+
+// setSource sets what is mounted, from the part after "=".
+func (m *Mount) setSource(src string) error {
 	switch m.Type {
 	case HostBind:
 		if err := checkPathChars(src); err != nil {
-			return Mount{}, fmt.Errorf("source %q: %v", src, err)
+			return fmt.Errorf("source %q: %v", src, err)
 		}
 		m.Source = src
 	case HostImage:
 		if err := checkHostFile(src); err != nil {
-			return Mount{}, fmt.Errorf("source %q: %v", src, err)
+			return fmt.Errorf("source %q: %v", src, err)
 		}
 		m.Source = src
 	case GuestBind:
 		if err := checkPath(src); err != nil {
-			return Mount{}, fmt.Errorf("source %q: %v", src, err)
+			return fmt.Errorf("source %q: %v", src, err)
 		}
 		m.Source = path.Clean(src)
 	case RAM:
 		kib, err := parseSize(src, "b")
 		if err != nil {
-			return Mount{}, fmt.Errorf("size %q: %v", src, err)
+			return fmt.Errorf("size %q: %v", src, err)
 		}
 		if kib == 0 {
-			return Mount{}, fmt.Errorf("size %q: must be more than 0", src)
+			return fmt.Errorf("size %q: must be more than 0", src)
 		}
 		m.SizeKiB = kib
 	}
+	return nil
+}
 
-	if !hasOpts {
-		return m, nil
-	}
+// setOptions applies the comma-separated options after the source.
+func (m *Mount) setOptions(opts string) error {
 	for _, opt := range strings.Split(opts, ",") {
 		key, val, hasVal := strings.Cut(opt, "=")
 		switch {
 		case opt == "":
-			return Mount{}, errors.New("empty option")
+			return errors.New("empty option")
 		case opt == "ro" || opt == "readonly":
 			m.ReadOnly = true
 		case key == "format" && hasVal:
 			if m.Type != HostImage {
-				return Mount{}, fmt.Errorf("option %q: only host-image mounts have a format", opt)
+				return fmt.Errorf("option %q: only host-image mounts have a format", opt)
 			}
 			if m.Format != "" {
-				return Mount{}, fmt.Errorf("option %q: format given twice", opt)
+				return fmt.Errorf("option %q: format given twice", opt)
 			}
 			if err := checkFormat(val); err != nil || val == "" {
-				return Mount{}, fmt.Errorf("unknown format %q (want raw or qcow2)", val)
+				return fmt.Errorf("unknown format %q (want raw or qcow2)", val)
 			}
 			m.Format = val
+		case m.Type == HostImage:
+			return fmt.Errorf("unknown option %q (want ro, readonly or format=)", opt)
 		default:
-			if m.Type == HostImage {
-				return Mount{}, fmt.Errorf("unknown option %q (want ro, readonly or format=)", opt)
-			}
-			return Mount{}, fmt.Errorf("unknown option %q (want ro or readonly)", opt)
+			return fmt.Errorf("unknown option %q (want ro or readonly)", opt)
 		}
 	}
-	return m, nil
+	return nil
 }
 
 // ParseDisk parses a --disk option: file:TAG=SOURCE[,format=raw|qcow2].
@@ -323,75 +336,84 @@ func parseNetwork(spec string) (Network, error) {
 	}
 	var n Network
 	for _, opt := range strings.Split(spec, ",") {
-		key, val, hasVal := strings.Cut(opt, "=")
-		if opt == "" {
-			return Network{}, errors.New("empty option")
-		}
-		if key == "dhcp" {
-			if hasVal {
-				return Network{}, fmt.Errorf("option %q: dhcp takes no value", opt)
-			}
-			if n.DHCP {
-				return Network{}, errors.New("dhcp given twice")
-			}
-			n.DHCP = true
-			continue
-		}
-		if !hasVal {
-			return Network{}, fmt.Errorf("unknown option %q (want dhcp, address=, route=, source=, mac=, filter= or filter.KEY=)", opt)
-		}
-		switch {
-		case key == "address":
-			if err := checkAddress(val); err != nil {
-				return Network{}, fmt.Errorf("address %q: %v", val, err)
-			}
-			n.Addresses = append(n.Addresses, val)
-		case key == "route":
-			dest, gw, ok := strings.Cut(val, "%")
-			if !ok || gw == "" {
-				return Network{}, fmt.Errorf("route %q: missing gateway (want NET/PREFIX%%GATEWAY)", val)
-			}
-			r := Route{Dest: dest, Gateway: gw}
-			if err := checkRoute(r); err != nil {
-				return Network{}, fmt.Errorf("route %q: %v", val, err)
-			}
-			n.Routes = append(n.Routes, r)
-		case key == "source":
-			if err := setOnce(&n.Source, key, val); err != nil {
-				return Network{}, err
-			}
-		case key == "filter":
-			if err := setOnce(&n.Filter, key, val); err != nil {
-				return Network{}, err
-			}
-		case key == "mac":
-			mac, err := normalizeMAC(val)
-			if err != nil {
-				return Network{}, fmt.Errorf("mac %q: %v", val, err)
-			}
-			if err := setOnce(&n.MAC, key, mac); err != nil {
-				return Network{}, err
-			}
-		case strings.HasPrefix(key, "filter."):
-			param := strings.TrimPrefix(key, "filter.")
-			if err := checkFilterParam(param, val); err != nil {
-				return Network{}, fmt.Errorf("option %q: %v", opt, err)
-			}
-			if _, dup := n.FilterParams[param]; dup {
-				return Network{}, fmt.Errorf("option %q: filter parameter %q given twice", opt, param)
-			}
-			if n.FilterParams == nil {
-				n.FilterParams = make(map[string]string)
-			}
-			n.FilterParams[param] = val
-		default:
-			return Network{}, fmt.Errorf("unknown option %q (want dhcp, address=, route=, source=, mac=, filter= or filter.KEY=)", opt)
+		if err := n.setOption(opt); err != nil {
+			return Network{}, err
 		}
 	}
 	if err := checkNetworkShape(n); err != nil {
 		return Network{}, err
 	}
 	return n, nil
+}
+
+const networkOptions = "dhcp, address=, route=, source=, mac=, filter= or filter.KEY="
+
+// setOption applies one option of a -N spec.
+func (n *Network) setOption(opt string) error {
+	key, val, hasVal := strings.Cut(opt, "=")
+	switch {
+	case opt == "":
+		return errors.New("empty option")
+	case key == "dhcp":
+		if hasVal {
+			return fmt.Errorf("option %q: dhcp takes no value", opt)
+		}
+		if n.DHCP {
+			return errors.New("dhcp given twice")
+		}
+		n.DHCP = true
+	case !hasVal:
+		return fmt.Errorf("unknown option %q (want %s)", opt, networkOptions)
+	case key == "address":
+		if err := checkAddress(val); err != nil {
+			return fmt.Errorf("address %q: %v", val, err)
+		}
+		n.Addresses = append(n.Addresses, val)
+	case key == "route":
+		return n.addRoute(val)
+	case key == "source":
+		return setOnce(&n.Source, key, val)
+	case key == "filter":
+		return setOnce(&n.Filter, key, val)
+	case key == "mac":
+		mac, err := normalizeMAC(val)
+		if err != nil {
+			return fmt.Errorf("mac %q: %v", val, err)
+		}
+		return setOnce(&n.MAC, key, mac)
+	case strings.HasPrefix(key, "filter."):
+		return n.addFilterParam(opt, strings.TrimPrefix(key, "filter."), val)
+	default:
+		return fmt.Errorf("unknown option %q (want %s)", opt, networkOptions)
+	}
+	return nil
+}
+
+func (n *Network) addRoute(val string) error {
+	dest, gw, ok := strings.Cut(val, "%")
+	if !ok || gw == "" {
+		return fmt.Errorf("route %q: missing gateway (want NET/PREFIX%%GATEWAY)", val)
+	}
+	r := Route{Dest: dest, Gateway: gw}
+	if err := checkRoute(r); err != nil {
+		return fmt.Errorf("route %q: %v", val, err)
+	}
+	n.Routes = append(n.Routes, r)
+	return nil
+}
+
+func (n *Network) addFilterParam(opt, param, val string) error {
+	if err := checkFilterParam(param, val); err != nil {
+		return fmt.Errorf("option %q: %v", opt, err)
+	}
+	if _, dup := n.FilterParams[param]; dup {
+		return fmt.Errorf("option %q: filter parameter %q given twice", opt, param)
+	}
+	if n.FilterParams == nil {
+		n.FilterParams = make(map[string]string)
+	}
+	n.FilterParams[param] = val
+	return nil
 }
 
 // setOnce stores the value of a single-valued option, refusing repeats so
