@@ -226,10 +226,15 @@ var errConnLost = errors.New("the connection to libvirt closed")
 // stopped or restarted): the channel's stream cannot tell by itself.
 func (r *run) lostConnection() {
 	r.connLost.Store(true)
+	r.failChannel(errConnLost)
+}
+
+// failChannel ends the relay on the channel, if there is one, with err.
+func (r *run) failChannel(err error) {
 	r.chanMu.Lock()
 	defer r.chanMu.Unlock()
 	if r.channel != nil {
-		r.channel.fail(errConnLost)
+		r.channel.fail(err)
 	}
 }
 

@@ -174,6 +174,10 @@ func (r *run) isActive() (bool, error) {
 	return active, nil
 }
 
+// errStopped ends the relay of a stop whose domain is gone but whose
+// channel has not said so.
+var errStopped = errors.New("the service was stopped")
+
 // Start starts a stopped service.
 func Start(name string) error {
 	return withService(name, func(r *run) error {
@@ -216,6 +220,13 @@ func Stop(name string, timeout time.Duration) error {
 		select {
 		case <-done:
 		case <-time.After(StopTimeout):
+			// Its channel did not notice the domain's end.
+			r.failChannel(errStopped)
+			select {
+			case <-done:
+			case <-time.After(StopTimeout):
+				return fmt.Errorf("service %q stopped, but its channel did not close", name)
+			}
 		}
 		return nil
 	})
