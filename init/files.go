@@ -251,7 +251,8 @@ func copyIncludes(b *boot) error {
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
 		}
-		return os.Lchown(dst, id.UID, id.GID)
+		uid, gid := hostOwner(id, b.cfg.Identity.IDMap)
+		return os.Lchown(dst, uid, gid)
 	})
 }
 

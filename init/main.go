@@ -46,6 +46,14 @@ type step struct {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case enterArg:
+			enterStage(os.Args[2:])
+		case holdArg:
+			hold()
+		}
+	}
 	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
 	if len(os.Args) > 1 && os.Args[1] == "lxc" {
 		b.openChannel = openLXCChannel

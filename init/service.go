@@ -113,7 +113,7 @@ func (s *service) runOnce() (console.Status, error) {
 	err = cmd.start()
 	slave.Close()
 	if err != nil {
-		return console.Status{}, execFailure(cmd.Path, err)
+		return console.Status{}, execFailure(cmd.program, err)
 	}
 	exited := s.reaper.await(cmd.Process.Pid)
 	s.pgid.Store(int64(cmd.Process.Pid))

@@ -30,6 +30,7 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
 		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities (default: the caller's uid and gid, no capabilities)"},
 		&cli.StringFlag{Name: "switch-user", Aliases: []string{"S"}, Usage: "run the program as `USER` of the sandbox's /etc/passwd"},
+		&cli.StringFlag{Name: "userns", Usage: "`on` or off: run the program in a user namespace whose root is an unprivileged id of the host (LXC; default on with -p and for images, off otherwise)"},
 		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
 		&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "run the program on pipes even from a terminal"},
 		&cli.BoolFlag{Name: "debug", Aliases: []string{"d", "v", "verbose"}, Usage: "show the launcher's and the init's steps, the sandbox's log console and libvirt's errors on stderr"},
@@ -141,7 +142,31 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 	if err != nil {
 		return nil, err
 	}
+	if s.Identity.UserNS, err = UserNS(c, drv, s.Identity.Privileged); err != nil {
+		return nil, err
+	}
 	return s, s.Validate()
+}
+
+// UserNS is --userns for a sandbox of driver drv, else "on" where
+// defaultOn says so on LXC: a program given root (-p, an image's user)
+// then has the root of a user namespace only.
+func UserNS(c *cli.Context, drv config.Driver, defaultOn bool) (string, error) {
+	v := c.String("userns")
+	switch {
+	case !c.IsSet("userns"):
+		if defaultOn && drv == config.LXC {
+			return config.UserNSOn, nil
+		}
+		return "", nil
+	case v == config.UserNSOff:
+		return v, nil
+	case v != config.UserNSOn:
+		return "", fmt.Errorf("%w: --userns %q: want on or off", config.ErrInvalid, v)
+	case drv != config.LXC:
+		return "", fmt.Errorf("%w: --userns on: user namespaces are for LXC sandboxes; a QEMU sandbox's boundary is its own kernel", config.ErrInvalid)
+	}
+	return v, nil
 }
 
 // environment is the program's: the default PATH, TERM on a terminal,
