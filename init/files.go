@@ -294,6 +294,14 @@ func tagDisks(b *boot) error {
 		if err := os.Symlink(dev, filepath.Join(dir, d.Tag)); err != nil {
 			return err
 		}
+		// The disk is the sandbox's root's to read and write, also
+		// when that is a user namespace's root (the namespace cannot
+		// mount it: that takes the host's root).
+		if m := b.cfg.Identity.IDMap; m != nil {
+			if err := os.Chown(dev, m.HostUID(0), m.HostGID(0)); err != nil {
+				return fmt.Errorf("--disk %s: %w", d.Tag, err)
+			}
+		}
 	}
 	return nil
 }
