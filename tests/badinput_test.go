@@ -29,6 +29,8 @@ func TestBadInput(t *testing.T) {
 		{"memory too small", []string{"-c", "qemu:///system", "--memory", "300K", "/bin/true"}, `--memory "300K": too small`},
 		{"no vcpus", []string{"-c", "qemu:///system", "--vcpus", "0", "/bin/true"}, "--vcpus 0"},
 		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
+		{"bad userns", []string{"--userns", "maybe", "/bin/true"}, `--userns "maybe": want on or off`},
+		{"userns on QEMU", []string{"-c", "qemu:///system", "--userns", "on", "/bin/true"}, "--userns on: user namespaces are for LXC sandboxes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leftovers()
