@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -46,6 +47,8 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		return err
 	}
 	tty, size := g.TTY()
+	// The start's own time, to tell what a user namespace's stage costs.
+	t := time.Now()
 	var p console.Program
 	switch {
 	case tty:
@@ -62,7 +65,7 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 	if err != nil {
 		return execFailure(cmd.program, err)
 	}
-	b.logf("program: started %s as pid %d", cmd.program, cmd.Process.Pid)
+	b.logf("program: started %s as pid %d in %v", cmd.program, cmd.Process.Pid, time.Since(t).Round(time.Microsecond))
 	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
 	return g.Serve(p)
 }
