@@ -38,6 +38,9 @@ func completeUserNS(cfg *config.Sandbox) error {
 		id.IDMap = nil
 		return nil
 	}
+	if !isLocal(cfg.URI) {
+		return fmt.Errorf("--userns on: the ranges of ids come from this host's /etc/subuid and /etc/subgid, and %s is another host's: run with --userns off", cfg.URI)
+	}
 	owners := []string{strconv.Itoa(os.Getuid())}
 	if u, err := user.Current(); err == nil {
 		owners = append([]string{u.Username}, owners...)

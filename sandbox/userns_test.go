@@ -73,3 +73,14 @@ func TestKeepID(t *testing.T) {
 		}
 	}
 }
+
+func TestCompleteUserNS(t *testing.T) {
+	cfg := &config.Sandbox{URI: "lxc+ssh://elsewhere/", Identity: config.Identity{UserNS: config.UserNSOn}}
+	if err := completeUserNS(cfg); err == nil || !strings.Contains(err.Error(), "--userns off") {
+		t.Errorf("a remote host's sandbox: %v; want an error that names --userns off", err)
+	}
+	cfg = &config.Sandbox{URI: "lxc:///", Identity: config.Identity{UserNS: config.UserNSOff, IDMap: &config.IDMap{}}}
+	if err := completeUserNS(cfg); err != nil || cfg.Identity.IDMap != nil {
+		t.Errorf("--userns off: %v, map %v; want no map", err, cfg.Identity.IDMap)
+	}
+}
