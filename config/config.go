@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
@@ -110,6 +112,13 @@ type Identity struct {
 	// IDMap is that namespace's mapping, which the launcher fills in from
 	// the host's ranges of subordinate ids.
 	IDMap *IDMap `json:"idmap,omitempty"`
+}
+
+// IsLocalURI tells a libvirt URI of this machine (lxc:///, qemu:///system)
+// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
+func IsLocalURI(uri string) bool {
+	u, err := url.Parse(uri)
+	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
 }
 
 // The values of Identity.UserNS.

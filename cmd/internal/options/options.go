@@ -149,13 +149,14 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 }
 
 // UserNS is --userns for a sandbox of driver drv, else "on" where
-// defaultOn says so on LXC: a program given root (-p, an image's user)
-// then has the root of a user namespace only.
+// defaultOn says so on this host's LXC: a program given root (-p, an
+// image's user) then has the root of a user namespace only. The ranges of
+// ids are this host's, so another host's sandbox has none by default.
 func UserNS(c *cli.Context, drv config.Driver, defaultOn bool) (string, error) {
 	v := c.String("userns")
 	switch {
 	case !c.IsSet("userns"):
-		if defaultOn && drv == config.LXC {
+		if defaultOn && drv == config.LXC && config.IsLocalURI(connectURI(c)) {
 			return config.UserNSOn, nil
 		}
 		return "", nil

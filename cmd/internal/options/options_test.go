@@ -274,6 +274,8 @@ func TestConfigUserNS(t *testing.T) {
 		{args: []string{"--userns", "on", "true"}, want: config.UserNSOn},
 		// A QEMU sandbox's boundary is its kernel.
 		{args: []string{"-c", "qemu:///system", "-p", "true"}, want: ""},
+		// Its ranges of ids are this host's.
+		{args: []string{"-c", "lxc+ssh://elsewhere/", "-p", "true"}, want: ""},
 		{args: []string{"-c", "qemu:///system", "--userns", "off", "true"}, want: config.UserNSOff},
 	} {
 		if got := mustConfig(t, tt.args...).Identity.UserNS; got != tt.want {
