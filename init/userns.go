@@ -204,7 +204,8 @@ func idmapMount(dir string, m *config.IDMap) error {
 	defer unix.Close(tree)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-		return fmt.Errorf("idmapped mount of %s: %w", dir, err)
+		// EINVAL: a filesystem the kernel cannot idmap.
+		return fmt.Errorf("idmapped mount of %s: %w (--userns off runs it with the host's ids)", dir, err)
 	}
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
 		return err
