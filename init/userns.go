@@ -126,6 +126,10 @@ func (l *launch) stageResult() error {
 		return err
 	case "exec":
 		return &fs.PathError{Op: "fork/exec", Path: l.program, Err: errno}
+	case "setresuid", "setresgid":
+		if errno == unix.EINVAL {
+			return fmt.Errorf("uid %d, gid %d: not ids of the user namespace, which maps 0 to 65535 and the caller's own (--userns off runs it with the host's ids)", l.id.UID, l.id.GID)
+		}
 	}
 	return fmt.Errorf("entering the user namespace: %s: %w", step, errno)
 }
@@ -154,7 +158,7 @@ func enterStage(args []string) {
 	// executes the program.
 	if !st.Privileged {
 		if err := dropBoundingSet(); err != nil {
-			fail("bounding set", err)
+			fail("capbset", err)
 		}
 	}
 	groups := st.Groups
