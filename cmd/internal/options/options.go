@@ -28,7 +28,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session or qemu:///embed?root=DIR"},
 		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "domain `NAME` (default: a unique sandbox-XXXXXXXX)"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
-		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities (default: the caller's uid and gid, no capabilities)"},
+		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities, on LXC those of a user namespace's root (see --userns) (default: the caller's uid and gid, no capabilities)"},
 		&cli.StringFlag{Name: "switch-user", Aliases: []string{"S"}, Usage: "run the program as `USER` of the sandbox's /etc/passwd"},
 		&cli.StringFlag{Name: "userns", Usage: "`on` or off: run the program in a user namespace whose root is an unprivileged id of the host (LXC; default on with -p and for images, off otherwise)"},
 		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
