@@ -201,13 +201,15 @@ func idmapMount(dir string, m *config.IDMap) error {
 		return err
 	}
 	defer ns.Close()
-	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	// Recursive: the mounts inside the root come along, as a move would
+	// bring them.
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
 		return fmt.Errorf("open_tree %s: %w", dir, err)
 	}
 	defer unix.Close(tree)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
 		// EINVAL: a filesystem the kernel cannot idmap.
 		return fmt.Errorf("idmapped mount of %s: %w (--userns off runs it with the host's ids)", dir, err)
 	}
