@@ -66,6 +66,9 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		return execFailure(cmd.program, err)
 	}
 	b.logf("program: started %s as pid %d in %v", cmd.program, cmd.Process.Pid, time.Since(t).Round(time.Microsecond))
+	if m := b.cfg.Identity.IDMap; m != nil {
+		b.logf("program: in a user namespace mapping uids %v and gids %v (inside, host, count)", m.UIDs, m.GIDs)
+	}
 	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
 	return g.Serve(p)
 }

@@ -70,8 +70,8 @@ func subordinateIDs(file string, owners []string) (idRange, error) {
 			return r, nil
 		}
 	}
-	return idRange{}, fmt.Errorf("--userns: %s has no range of %d ids for %s or %s: add one (tests/setup-host.sh reserves one for %s), or run with --userns off",
-		file, userNSSize, owners[0], ReservedIDsOwner, ReservedIDsOwner)
+	return idRange{}, fmt.Errorf("--userns: %s has no range of %d ids for %s or %s: add one such as %s:700000000:%d (tests/setup-host.sh does), or run with --userns off",
+		file, userNSSize, owners[0], ReservedIDsOwner, ReservedIDsOwner, userNSSize)
 }
 
 // rangeOf finds owner's first range of at least userNSSize ids in the
