@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
@@ -104,6 +106,55 @@ type Identity struct {
 	// ByName takes UID, GID, Groups and Home from the sandbox's own
 	// /etc/passwd entry for User, since that is the root the program sees.
 	ByName bool `json:"by_name,omitempty"`
+	// UserNS runs the program (LXC) in a user namespace of its own, so
+	// that its root is an unprivileged id of the host: "on" or "off".
+	UserNS string `json:"userns,omitempty"`
+	// IDMap is that namespace's mapping, which the launcher fills in from
+	// the host's ranges of subordinate ids.
+	IDMap *IDMap `json:"idmap,omitempty"`
+}
+
+// IsLocalURI tells a libvirt URI of this machine (lxc:///, qemu:///system)
+// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
+func IsLocalURI(uri string) bool {
+	u, err := url.Parse(uri)
+	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
+}
+
+// The values of Identity.UserNS.
+const (
+	UserNSOn  = "on"
+	UserNSOff = "off"
+)
+
+// IDMap maps the ids of a user namespace to the host's.
+type IDMap struct {
+	UIDs []IDRange `json:"uids"`
+	GIDs []IDRange `json:"gids"`
+}
+
+// IDRange maps Count ids from Inside on to the host's from Outside on, as
+// a line of /proc/PID/uid_map.
+type IDRange struct {
+	Inside  int `json:"inside"`
+	Outside int `json:"outside"`
+	Count   int `json:"count"`
+}
+
+// HostUID is the host's uid for uid inside the namespace; -1 when it is
+// not mapped.
+func (m *IDMap) HostUID(uid int) int { return toHost(m.UIDs, uid) }
+
+// HostGID is HostUID for group ids.
+func (m *IDMap) HostGID(gid int) int { return toHost(m.GIDs, gid) }
+
+func toHost(ranges []IDRange, id int) int {
+	for _, r := range ranges {
+		if id >= r.Inside && id < r.Inside+r.Count {
+			return r.Outside + id - r.Inside
+		}
+	}
+	return -1
 }
 
 // MountType is the kind of a -m mount.

@@ -109,6 +109,15 @@ func (s *Sandbox) validateIdentity() error {
 			return fmt.Errorf("identity.groups[%d] %d: negative", i, g)
 		}
 	}
+	switch id.UserNS {
+	case "", UserNSOff:
+	case UserNSOn:
+		if s.Driver != LXC {
+			return fmt.Errorf("identity.userns %q: user namespaces are for LXC sandboxes (a QEMU sandbox's boundary is its own kernel)", id.UserNS)
+		}
+	default:
+		return fmt.Errorf("identity.userns %q: want %q or %q", id.UserNS, UserNSOn, UserNSOff)
+	}
 	return nil
 }
 

@@ -102,6 +102,8 @@ func TestValidate(t *testing.T) {
 		{name: "negative uid", mod: func(s *Sandbox) { s.Identity.UID = -1 }, wantErr: `identity.uid -1: negative`},
 		{name: "negative gid", mod: func(s *Sandbox) { s.Identity.GID = -2 }, wantErr: `identity.gid -2: negative`},
 		{name: "negative group", mod: func(s *Sandbox) { s.Identity.Groups = []int{1, -3} }, wantErr: `identity.groups[1] -3: negative`},
+		{name: "userns unknown", mod: func(s *Sandbox) { s.Identity.UserNS = "yes" }, wantErr: `identity.userns "yes": want "on" or "off"`},
+		{name: "userns on QEMU", mod: func(s *Sandbox) { s.Driver = QEMU; s.Identity.UserNS = UserNSOn }, wantErr: `identity.userns "on": user namespaces are for LXC sandboxes`},
 		{name: "mount type", mod: addMount(Mount{Type: "nfs", Target: "/x"}), wantErr: `mounts[0].type "nfs": unknown`},
 		{name: "mount no target", mod: addMount(Mount{Type: HostBind}), wantErr: `mounts[0].target "": empty`},
 		{name: "mount relative target", mod: addMount(Mount{Type: HostBind, Target: "x"}), wantErr: `mounts[0].target "x": not absolute`},
@@ -284,6 +286,26 @@ func TestWritable(t *testing.T) {
 		s.Mounts, s.WritableRoot = tt.mounts, tt.writable
 		if got := s.Writable(tt.path); got != tt.want {
 			t.Errorf("%s: Writable(%q) = %v, want %v", tt.name, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestIDMapHostIDs(t *testing.T) {
+	m := &IDMap{
+		UIDs: []IDRange{{Inside: 0, Outside: 100000, Count: 1000}, {Inside: 1000, Outside: 1000, Count: 1}},
+		GIDs: []IDRange{{Inside: 0, Outside: 200000, Count: 10}},
+	}
+	for _, tt := range []struct{ uid, wantUID, gid, wantGID int }{
+		{0, 100000, 0, 200000},
+		{999, 100999, 9, 200009},
+		{1000, 1000, 10, -1},
+		{1001, -1, -1, -1},
+	} {
+		if got := m.HostUID(tt.uid); got != tt.wantUID {
+			t.Errorf("HostUID(%d) = %d, want %d", tt.uid, got, tt.wantUID)
+		}
+		if got := m.HostGID(tt.gid); got != tt.wantGID {
+			t.Errorf("HostGID(%d) = %d, want %d", tt.gid, got, tt.wantGID)
 		}
 	}
 }

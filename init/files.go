@@ -247,7 +247,8 @@ func copyIncludes(b *boot) error {
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
 		}
-		return os.Lchown(dst, id.UID, id.GID)
+		uid, gid := hostOwner(id, b.cfg.Identity.IDMap)
+		return os.Lchown(dst, uid, gid)
 	})
 }
 
@@ -288,6 +289,14 @@ func tagDisks(b *boot) error {
 		}
 		if err := os.Symlink(dev, filepath.Join(dir, d.Tag)); err != nil {
 			return err
+		}
+		// The disk is the sandbox's root's to read and write, also
+		// when that is a user namespace's root (the namespace cannot
+		// mount it: that takes the host's root).
+		if m := b.cfg.Identity.IDMap; m != nil {
+			if err := os.Chown(dev, m.HostUID(0), m.HostGID(0)); err != nil {
+				return fmt.Errorf("--disk %s: %w", d.Tag, err)
+			}
 		}
 	}
 	return nil

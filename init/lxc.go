@@ -14,8 +14,8 @@ import (
 // /proc, /sys, /dev, /dev/pts, a tmpfs on /run, the config share and the
 // sources of the user's mounts.
 var lxcSteps = []step{
-	{"root", enterCustomRoot},
 	{"config", loadConfig},
+	{"root", enterCustomRoot},
 	{"files", setupFiles},
 	{"disks", tagDisks},
 	{"network", setupNetwork},
@@ -49,9 +49,17 @@ func openLXCChannel(i int) (*os.File, error) {
 // directory (.oldroot) in the root it is given, and the user's tree must not
 // be touched. The stage is first moved out of /run, which moves into it; a
 // root without the mount points gets an overlay on the skeleton's /tmp.
+// With a user namespace, the root's ids are the sandbox's (an image's
+// files of root are its root's): the stage is replaced by an idmapped
+// mount of it.
 func enterCustomRoot(b *boot) error {
 	if _, err := os.Stat(config.GuestRoot); err != nil {
 		return nil
+	}
+	if m := b.cfg.Identity.IDMap; m != nil {
+		if err := idmapMount(config.GuestRoot, m); err != nil {
+			return fmt.Errorf("mapping the root's ids to the user namespace's: %w", err)
+		}
 	}
 	root, overlaid, err := completeRoot(config.GuestRoot, "/tmp")
 	if err != nil {

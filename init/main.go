@@ -13,6 +13,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
@@ -46,6 +48,19 @@ type step struct {
 }
 
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case enterArg:
+			enterStage(os.Args[2:])
+		case holdArg:
+			hold()
+		}
+	}
+	// Not dumpable, so that no program of the sandbox may ptrace the
+	// init, whatever its uid: a thread of the init that checked a working
+	// directory with the program's credentials keeps them, and ptrace
+	// judges by the first thread's, which that may be (tests/escape).
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
 	if len(os.Args) > 1 && os.Args[1] == "lxc" {
 		b.openChannel = openLXCChannel

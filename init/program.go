@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -46,6 +47,8 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		return err
 	}
 	tty, size := g.TTY()
+	// The start's own time, to tell what a user namespace's stage costs.
+	t := time.Now()
 	var p console.Program
 	switch {
 	case tty:
@@ -60,9 +63,12 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		p, err = startPipes(cmd)
 	}
 	if err != nil {
-		return execFailure(cmd.Path, err)
+		return execFailure(cmd.program, err)
 	}
-	b.logf("program: started %s as pid %d", cmd.Path, cmd.Process.Pid)
+	b.logf("program: started %s as pid %d in %v", cmd.program, cmd.Process.Pid, time.Since(t).Round(time.Microsecond))
+	if m := b.cfg.Identity.IDMap; m != nil {
+		b.logf("program: in a user namespace mapping uids %v and gids %v (inside, host, count)", m.UIDs, m.GIDs)
+	}
 	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
 	return g.Serve(p)
 }
@@ -70,9 +76,16 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 // launch is a program ready to start.
 type launch struct {
 	*exec.Cmd
+	// program and dir are the program's path and working directory,
+	// which the Cmd names differently when a stage runs first.
+	program, dir string
+	id           identity
 	// unprivileged empties the program's capability bounding set and
 	// sets its no_new_privs.
 	unprivileged bool
+	// status, when the program runs through the stage of a user
+	// namespace, is the pipe where the stage reports a failure.
+	status [2]*os.File
 }
 
 // start starts the program. The bounding set and no_new_privs belong to a
@@ -82,6 +95,17 @@ type launch struct {
 // the fork happen on one thread, locked to a goroutine that ends without
 // unlocking it, which ends the thread too: no other goroutine runs on it.
 func (l *launch) start() error {
+	if err := l.startOnThread(); err != nil || l.status[0] == nil {
+		if l.status[0] != nil {
+			l.status[0].Close()
+			l.status[1].Close()
+		}
+		return err
+	}
+	return l.stageResult()
+}
+
+func (l *launch) startOnThread() error {
 	if !l.unprivileged {
 		return l.Cmd.Start()
 	}
@@ -120,12 +144,16 @@ func command(cfg *config.Sandbox, argv []string) (*launch, error) {
 		}
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(id.UID), Gid: uint32(id.GID), Groups: groups}
 	}
+	l := &launch{Cmd: cmd, program: path, dir: cmd.Dir, id: id, unprivileged: !cfg.Identity.Privileged}
+	if m := cfg.Identity.IDMap; m != nil {
+		return l, inUserNS(l, m, cfg.Identity.Privileged)
+	}
 	if cmd.Dir != "" {
 		if err := canEnter(cmd.Dir, id, cfg.Identity.Privileged); err != nil {
 			return nil, workdirFailure(cmd.Dir, id, err)
 		}
 	}
-	return &launch{Cmd: cmd, unprivileged: !cfg.Identity.Privileged}, nil
+	return l, nil
 }
 
 // canEnter tells whether the program, as id, can make dir its working
@@ -167,7 +195,7 @@ func accessAs(dir string, id identity, privileged bool) error {
 // workdirFailure reports a working directory the program cannot enter. It
 // is the sandbox's failure, not the command's, so it is 125, as env
 // --chdir and chroot(1) report theirs, and the line names the directory.
-func workdirFailure(dir string, id identity, err error) error {
+func workdirFailure(dir string, id identity, err error) *console.Failed {
 	msg := fmt.Sprintf("working directory %s: %v", dir, err)
 	if errors.Is(err, unix.EACCES) {
 		who := id.User
@@ -284,12 +312,20 @@ func execFailure(path string, err error) error {
 // runs (set-uid binaries of the host root included) can gain a capability.
 // The thread keeps its effective capabilities.
 func dropPrivileges() error {
+	if err := dropBoundingSet(); err != nil {
+		return err
+	}
+	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+}
+
+// dropBoundingSet empties the calling thread's capability bounding set.
+func dropBoundingSet() error {
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
 			return fmt.Errorf("dropping capability %d: %w", c, err)
 		}
 	}
-	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+	return nil
 }
 
 // startPipes runs the program on pipes, in its own process group so that

@@ -105,7 +105,7 @@ func (s *service) runOnce() (console.Status, error) {
 	}
 	master, err := startOnPTY(cmd, size)
 	if err != nil {
-		return console.Status{}, execFailure(cmd.Path, err)
+		return console.Status{}, execFailure(cmd.program, err)
 	}
 	defer master.Close()
 	exited := s.reaper.await(cmd.Process.Pid)

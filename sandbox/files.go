@@ -18,6 +18,9 @@ import (
 // directory. Errors name the option and the path.
 func (r *run) prepareFiles() error {
 	cfg := r.cfg
+	if err := completeUserNS(cfg); err != nil {
+		return err
+	}
 	if cfg.Root != "" {
 		abs, err := filepath.Abs(cfg.Root)
 		if err != nil {
@@ -57,7 +60,13 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 			// A fresh directory that goes with the state directory
 			// (a service's is made once and kept).
 			m.Source = filepath.Join(r.stateDir, fmt.Sprintf("mount-%d", i))
-			return os.MkdirAll(m.Source, 0o755)
+			if err := os.MkdirAll(m.Source, 0o755); err != nil || r.cfg.Identity.IDMap == nil {
+				return err
+			}
+			// The program's ids in a user namespace are not the
+			// caller's, who may not give the directory away: it is
+			// reached only through the sandbox.
+			return os.Chmod(m.Source, 0o777)
 		}
 		abs, err := filepath.Abs(m.Source)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -459,12 +458,7 @@ type socketChannel struct{ *net.UnixConn }
 
 func (s socketChannel) fail(error) { s.Close() }
 
-// isLocal tells a libvirt URI of this machine (lxc:///, qemu:///system)
-// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
-func isLocal(uri string) bool {
-	u, err := url.Parse(uri)
-	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
-}
+func isLocal(uri string) bool { return config.IsLocalURI(uri) }
 
 // lockSession takes the lock of a service's session channel i, or fails
 // at once when another session holds it.

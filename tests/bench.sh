@@ -11,6 +11,8 @@
 #                   events. What libvirt itself costs; target ours <= 1.3x.
 #           bwrap   bwrap --ro-bind / / /bin/true: namespaces with no daemon
 #                   at all, for scale.
+#         and -p (a user namespace) against -p --userns off: what the user
+#           namespace costs.
 #   QEMU  bin/virt-sandbox -c qemu:///system /bin/true, beside
 #           plain   qemu-system-x86_64 run by hand booting the same kernel
 #                   with an init that powers off at once (tests/bench/poweroff):
@@ -108,6 +110,9 @@ else:
 
 measure lxc    "$lxc_runs" 2 "$launcher" -c lxc:/// /bin/true
 measure rawlxc "$lxc_runs" 2 "$work/rawlxc"
+# -p on LXC runs in a user namespace; --userns off is what it costs.
+measure lxcp       "$lxc_runs" 2 "$launcher" -c lxc:/// -p /bin/true
+measure lxcpnouns  "$lxc_runs" 2 "$launcher" -c lxc:/// -p --userns off /bin/true
 # bwrap takes milliseconds: many more runs cost nothing.
 measure bwrap  $((lxc_runs * 10)) 5 bwrap --ro-bind / / /bin/true
 measure qemu   "$qemu_runs" 1 "$launcher" -c qemu:///system /bin/true
@@ -229,6 +234,9 @@ printf '%-48s %s\n' \
 	"      (b) bwrap --ro-bind / / /bin/true" "$(secs bwrap)" \
 	"      ours / (a)" "$(ratio lxc rawlxc 1.3)" \
 	"      ours / (b)" "$(ratio lxc bwrap)" \
+	"      -p (user namespace)" "$(secs lxcp)" \
+	"      -p --userns off" "$(secs lxcpnouns)" \
+	"      -p / -p --userns off" "$(ratio lxcp lxcpnouns)" \
 	"QEMU  virt-sandbox -c qemu:///system /bin/true" "$(secs qemu)" \
 	"      plain qemu boot, init powers off" "$(secs plain)" \
 	"      ours / plain" "$(ratio qemu plain 1.25)"

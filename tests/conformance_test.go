@@ -21,10 +21,10 @@ import (
 // sockets).
 var conformancePackages = []string{"os", "os/exec", "os/signal", "path/filepath", "time", "io/fs", "os/user", "net"}
 
-// privilegedPackages run with -p when the host run is root's: their tests
-// take uid 0 to mean root's capabilities (syscall's TestSetuidEtc calls
-// setresuid and setgroups), and a sandbox's program is the caller's uid
-// without capabilities unless -p.
+// privilegedPackages run with -p --userns off when the host run is root's:
+// their tests take uid 0 to mean root's capabilities (syscall's
+// TestSetuidEtc calls setresuid and setgroups), and a sandbox's program is
+// the caller's uid without capabilities unless -p.
 var privilegedPackages = []string{"syscall"}
 
 // conformanceFlags run the short variants: the long ones add minutes under
@@ -113,7 +113,10 @@ func runConformance(t *testing.T, exec string) results {
 		if exec != "" {
 			e := exec
 			if i == 1 && privileged {
-				e += " -p"
+				// Root of the host, as on the host: in a user
+				// namespace (LXC's default with -p) root's ids are
+				// not the host's, nor its build cache root's.
+				e += " -p --userns off"
 			}
 			args = append(args, "-exec", e+" --")
 		}

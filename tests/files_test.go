@@ -441,11 +441,16 @@ func TestDiskTags(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			r := sandbox(t, opts{}, "-c", uri, "-p",
+			args := []string{"-c", uri, "-p"}
+			if !qemu {
+				// Mounting a disk takes the host's root on LXC.
+				args = append(args, "--userns", "off")
+			}
+			r := sandbox(t, opts{}, append(args,
 				"--disk", "file:data="+data, "--disk", "file:one="+a1, "--disk", "file:two="+b1,
 				"/bin/sh", "-c", mark("one", "one-first")+mark("two", "two-first")+`
 					mkfs.ext4 -q /dev/disk/by-tag/data && mkdir /tmp/m && mount /dev/disk/by-tag/data /tmp/m &&
-					echo content >/tmp/m/f && umount /tmp/m && sync && echo done`)
+					echo content >/tmp/m/f && umount /tmp/m && sync && echo done`)...)
 			r.want(t, 0, "done\n")
 		}()
 		go func() {

@@ -560,6 +560,13 @@ exit 9`
 		r = imageRun(t, opts{}, "run", "-c", uri, "--entrypoint", "/bin/sh", "-w", "/data", "-u", "4321:99", ref,
 			"--", "-c", `echo "$(pwd) $(id -u):$(id -g) $0"`)
 		r.want(t, 0, "/data 4321:99 /bin/sh\n")
+		if driverName(uri) == "lxc" {
+			// A user namespace maps ids 0 to 65535 (and the caller's).
+			r = imageRun(t, opts{}, "run", "-c", uri, "-u", "70000", ref, "--", "true")
+			if r.code != 125 || !strings.Contains(r.stderr, "uid 70000, gid 70000: not ids of the user namespace") {
+				t.Errorf("-u 70000: exit %d, stderr %q; want 125 saying the ids are not the namespace's", r.code, r.stderr)
+			}
+		}
 		root := filepath.Join(storeDir(), "rootfs", strings.TrimPrefix(digest, "sha256:"))
 		absentOnHost(t, filepath.Join(root, "home/app/written"), filepath.Join(root, "data/written"))
 	})

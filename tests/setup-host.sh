@@ -38,6 +38,14 @@ if ! id sandbox-test >/dev/null 2>&1; then
 	useradd --create-home --groups libvirt --shell /bin/sh sandbox-test
 fi
 
+# A range of ids for the user namespaces of LXC sandboxes (--userns on,
+# the default with -p and for images) of callers without a range of their
+# own in /etc/subuid and /etc/subgid, root among them: above what useradd
+# hands out (SUB_UID_MAX 600100000), so no user's range overlaps it.
+for f in /etc/subuid /etc/subgid; do
+	grep -q '^virt-sandbox:' "$f" 2>/dev/null || echo 'virt-sandbox:700000000:65536' >>"$f"
+done
+
 # qemu:///system sandboxes run QEMU as their caller, which must be able to
 # reach its domain's files under /var/lib/libvirt/qemu: upstream libvirt
 # packages that directory 0751, Debian 0750.

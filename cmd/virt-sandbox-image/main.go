@@ -242,6 +242,11 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	}
 	cfg.WritableRoot = true
 	applyImageConfig(cfg, img.Config, c)
+	// An image runs as root unless it says otherwise: in a user
+	// namespace by default, as container runtimes run it.
+	if cfg.Identity.UserNS, err = options.UserNS(c, cfg.Driver, true); err != nil {
+		return 0, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return 0, err
 	}

@@ -28,8 +28,9 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session or qemu:///embed?root=DIR"},
 		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "domain `NAME` (default: a unique sandbox-XXXXXXXX)"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
-		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities (default: the caller's uid and gid, no capabilities)"},
+		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities, on LXC those of a user namespace's root (see --userns) (default: the caller's uid and gid, no capabilities)"},
 		&cli.StringFlag{Name: "switch-user", Aliases: []string{"S"}, Usage: "run the program as `USER` of the sandbox's /etc/passwd"},
+		&cli.StringFlag{Name: "userns", Usage: "`on` or off: run the program in a user namespace whose root is an unprivileged id of the host (LXC; default on with -p and for images, off otherwise)"},
 		&cli.BoolFlag{Name: "tty", Aliases: []string{"t"}, Usage: "run the program on a terminal (default: when stdin and stdout are terminals)"},
 		&cli.BoolFlag{Name: "no-tty", Aliases: []string{"T"}, Usage: "run the program on pipes even from a terminal"},
 		&cli.StringFlag{Name: "security", Aliases: []string{"s"}, Usage: "security label: `dynamic` (the default), static,label=LABEL, or inherit (the caller's)"},
@@ -147,6 +148,9 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 	if err != nil {
 		return nil, err
 	}
+	if s.Identity.UserNS, err = UserNS(c, drv, s.Identity.Privileged); err != nil {
+		return nil, err
+	}
 	return s, s.Validate()
 }
 
@@ -162,6 +166,28 @@ func WantTTY(c *cli.Context) bool {
 func isTerminal(stream any) bool {
 	f, ok := stream.(interface{ Fd() uintptr })
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// UserNS is --userns for a sandbox of driver drv, else "on" where
+// defaultOn says so on this host's LXC: a program given root (-p, an
+// image's user) then has the root of a user namespace only. The ranges of
+// ids are this host's, so another host's sandbox has none by default.
+func UserNS(c *cli.Context, drv config.Driver, defaultOn bool) (string, error) {
+	v := c.String("userns")
+	switch {
+	case !c.IsSet("userns"):
+		if defaultOn && drv == config.LXC && config.IsLocalURI(connectURI(c)) {
+			return config.UserNSOn, nil
+		}
+		return "", nil
+	case v == config.UserNSOff:
+		return v, nil
+	case v != config.UserNSOn:
+		return "", fmt.Errorf("%w: --userns %q: want on or off", config.ErrInvalid, v)
+	case drv != config.LXC:
+		return "", fmt.Errorf("%w: --userns on: user namespaces are for LXC sandboxes; a QEMU sandbox's boundary is its own kernel", config.ErrInvalid)
+	}
+	return v, nil
 }
 
 // environment is the program's: the default PATH, TERM on a terminal,

@@ -262,6 +262,40 @@ func TestConfigIdentity(t *testing.T) {
 	}
 }
 
+func TestConfigUserNS(t *testing.T) {
+	clearDebugEnv(t)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"true"}, want: ""},
+		{args: []string{"-p", "true"}, want: config.UserNSOn},
+		{args: []string{"-p", "--userns", "off", "true"}, want: config.UserNSOff},
+		{args: []string{"--userns", "on", "true"}, want: config.UserNSOn},
+		// A QEMU sandbox's boundary is its kernel.
+		{args: []string{"-c", "qemu:///system", "-p", "true"}, want: ""},
+		// Its ranges of ids are this host's.
+		{args: []string{"-c", "lxc+ssh://elsewhere/", "-p", "true"}, want: ""},
+		{args: []string{"-c", "qemu:///system", "--userns", "off", "true"}, want: config.UserNSOff},
+	} {
+		if got := mustConfig(t, tt.args...).Identity.UserNS; got != tt.want {
+			t.Errorf("Config(%q).Identity.UserNS = %q, want %q", tt.args, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{args: []string{"--userns", "yes", "true"}, want: `--userns "yes": want on or off`},
+		{args: []string{"-c", "qemu:///system", "--userns", "on", "true"}, want: "--userns on: user namespaces are for LXC sandboxes"},
+	} {
+		_, err := configOf(t, tt.args...)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Config(%q) = %v, want an error with %q", tt.args, err, tt.want)
+		}
+	}
+}
+
 func identityEqual(a, b config.Identity) bool {
 	return a.UID == b.UID && a.GID == b.GID && slices.Equal(a.Groups, b.Groups) && a.User == b.User &&
 		a.Home == b.Home && a.Privileged == b.Privileged && a.ByName == b.ByName
