@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
@@ -319,15 +320,24 @@ func checkQEMUStateDir(system bool) error {
 	return nil
 }
 
+// embedRoot is the root directory of an embedded driver's URI.
+func embedRoot(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Query().Get("root") == "" {
+		return "", fmt.Errorf("%w: -c %q: the embedded driver needs ?root=DIR", config.ErrInvalid, uri)
+	}
+	return u.Query().Get("root"), nil
+}
+
 // prepareEmbedRoot gives a new root of the embedded QEMU driver a qemu.conf
 // that logs QEMU's output to files itself: its default hands logs to
 // virtlogd, which the embedded driver is meant to do without.
 func prepareEmbedRoot(uri string) error {
-	u, err := url.Parse(uri)
-	if err != nil || u.Query().Get("root") == "" {
-		return fmt.Errorf("%w: -c %q: the embedded driver needs ?root=DIR", config.ErrInvalid, uri)
+	root, err := embedRoot(uri)
+	if err != nil {
+		return err
 	}
-	etc := filepath.Join(u.Query().Get("root"), "etc")
+	etc := filepath.Join(root, "etc")
 	conf := filepath.Join(etc, "qemu.conf")
 	if fileExists(conf) {
 		return nil
@@ -336,4 +346,60 @@ func prepareEmbedRoot(uri string) error {
 		return fmt.Errorf("embedded driver root: %w", err)
 	}
 	return os.WriteFile(conf, []byte("# Written by virt-sandbox: no virtlogd needed.\nstdio_handler = \"file\"\n"), 0o644)
+}
+
+// EmbedLog is the file, under the embedded driver's root, that gets
+// libvirt's own log lines.
+const EmbedLog = "log/libvirt.log"
+
+// divertEmbedLogs sends libvirt's log lines to root/log/libvirt.log, and
+// with -d to stderr as well. The embedded driver runs in this process and
+// in processes it forks (the DAC driver relabels files in a child, where
+// "Invalid XATTR timestamp" is logged), which log to file descriptor 2 by
+// default: the program's stderr. So descriptor 2 is the log file until the
+// returned function restores it, and the program's stderr, when it is
+// this process's, goes to a copy of the original. With -d, descriptor 2
+// stays, and libvirt logs to the file besides, unless the user set
+// LIBVIRT_LOG_OUTPUTS; libvirt reads it when this process first uses it,
+// so this runs before connecting.
+func divertEmbedLogs(uri string, debug bool, stdio *IO) (restore func(), err error) {
+	root, err := embedRoot(uri)
+	if err != nil {
+		return nil, err
+	}
+	name, err := filepath.Abs(filepath.Join(root, EmbedLog))
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(name), 0o755)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded driver root: %w", err)
+	}
+	if debug {
+		// libvirt splits outputs at white space and their fields at colons.
+		if os.Getenv("LIBVIRT_LOG_OUTPUTS") == "" && !strings.ContainsAny(name, ": \t\n") {
+			os.Setenv("LIBVIRT_LOG_OUTPUTS", "1:file:"+name+" 1:stderr")
+		}
+		return func() {}, nil
+	}
+	log, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded driver root: %w", err)
+	}
+	defer log.Close()
+	saved, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("keeping stderr: %w", err)
+	}
+	if err := unix.Dup3(int(log.Fd()), 2, 0); err != nil {
+		unix.Close(saved)
+		return nil, fmt.Errorf("diverting libvirt's log: %w", err)
+	}
+	stderr := os.NewFile(uintptr(saved), "/dev/stderr")
+	if stdio.Stderr == os.Stderr {
+		stdio.Stderr = stderr
+	}
+	return func() {
+		unix.Dup3(saved, 2, 0)
+		stderr.Close()
+	}, nil
 }

@@ -119,6 +119,15 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	if isEmbedded(cfg.URI) {
+		// Before anything uses libvirt, and restored after the
+		// clean-ups, which use it too.
+		restore, err := divertEmbedLogs(cfg.URI, cfg.Debug, &stdio)
+		if err != nil {
+			return 0, err
+		}
+		defer restore()
+	}
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
 	// Registered before the other clean-ups, so it runs after the domain

@@ -15,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 )
@@ -161,5 +162,42 @@ exec "$0" -c "qemu:///embed?root=$1" /bin/sh -c 'echo embedded; exit 3'`
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 3 || stdout.String() != "embedded\n" {
 		t.Errorf("embed: exit %d, stdout %q; want 3, %q; stderr:\n%s", code, stdout.String(), "embedded\n", stderr.String())
+	}
+}
+
+// TestEmbedLogs checks that libvirt's own log lines, which the embedded
+// driver writes in this process and in the processes it forks, go to a file
+// under its root and never into the program's stderr: the DAC driver warns
+// "Invalid XATTR timestamp" for a disk whose remembered owner dates from an
+// earlier boot, and a user's LIBVIRT_DEBUG asks for many more lines.
+func TestEmbedLogs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("trusted.* attributes need root")
+	}
+	for _, env := range [][]string{nil, {"LIBVIRT_DEBUG=info"}} {
+		t.Run(strings.Join(append([]string{"default"}, env...), ","), func(t *testing.T) {
+			t.Parallel()
+			dir := hostDir(t)
+			disk := filepath.Join(dir, "disk.img")
+			if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// As libvirt leaves them when the host rebooted while a
+			// domain used the file: an owner, a count, a boot time.
+			for k, v := range map[string]string{"dac": "+0:+0", "ref_dac": "1", "timestamp_dac": "1"} {
+				if err := unix.Setxattr(disk, "trusted.libvirt.security."+k, []byte(v), 0); err != nil {
+					t.Fatalf("setxattr %s: %v", k, err)
+				}
+			}
+			root := filepath.Join(dir, "embed")
+			r := sandbox(t, opts{env: env}, "-c", "qemu:///embed?root="+root, "--disk", "file:d="+disk, "/bin/sh", "-c", "echo out; echo err >&2")
+			if r.code != 0 || r.stdout != "out\n" || r.stderr != "err\n" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 0, %q, %q", r.code, r.stdout, r.stderr, "out\n", "err\n")
+			}
+			log, err := os.ReadFile(filepath.Join(root, "log", "libvirt.log"))
+			if err != nil || !bytes.Contains(log, []byte("Invalid XATTR timestamp detected on "+disk)) {
+				t.Errorf("%s/log/libvirt.log (%v) lacks libvirt's warning; it has:\n%s", root, err, log)
+			}
+		})
 	}
 }
