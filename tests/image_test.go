@@ -920,3 +920,45 @@ func TestImageLoad(t *testing.T) {
 		})
 	})
 }
+
+// TestImageSymlinkedParents: an image whose lower layer has absolute
+// symlinks to directories (Debian's var/run -> /run, merged /usr's lib ->
+// /usr/lib) and whose upper layer has files and a hard link through them
+// (var/run/app.pid, lib/libfoo.so), as layer-writing build tools make, runs:
+// the entries land where the symlinks lead inside the image, as under
+// containerd and umoci.
+func TestImageSymlinkedParents(t *testing.T) {
+	t.Parallel()
+	nonce := randomHex(t)
+	forgetImages(t, nonce)
+	mt := types.DockerLayer
+	img := newImage(t, runtime.GOARCH, v1.Config{Env: []string{"PATH=/bin"}},
+		baseLayer(t, mt),
+		layer(t, mt, dirEntry("var", 0o755, 0), symlinkEntry("var/run", "/run"),
+			dirEntry("usr", 0o755, 0), dirEntry("usr/lib", 0o755, 0), symlinkEntry("lib", "/usr/lib")),
+		layer(t, mt, fileEntry("var/run/app.pid", "42\n", 0o644), fileEntry("lib/libfoo.so", "foo-"+nonce+"\n", 0o644),
+			hardlinkEntry("lib/libfoo.so.1", "lib/libfoo.so")))
+	ref := fmt.Sprintf("127.0.0.1:%d/vsbtest/symlinked-%s:1", freePort(t), nonce)
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "image.tar")
+	if err := tarball.WriteToFile(file, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	imageOK(t, "load", file)
+	t.Run("run", func(t *testing.T) {
+		onEachDriver(t, func(t *testing.T, uri string) {
+			r := imageRun(t, opts{}, "run", "-c", uri, ref, "--", "/bin/sh", "-c",
+				"cat /usr/lib/libfoo.so /lib/libfoo.so.1; test -L /var/run && test -L /lib && echo links kept")
+			r.want(t, 0, "foo-"+nonce+"\nfoo-"+nonce+"\nlinks kept\n")
+		})
+	})
+	// A sandbox's /run is a tmpfs of its own, so the image's /run/app.pid
+	// is read in the image's flattened root.
+	root := filepath.Join(storeDir(), "rootfs", strings.TrimPrefix(inspect(t, ref).Digest, "sha256:"))
+	if pid, err := os.ReadFile(filepath.Join(root, "run", "app.pid")); string(pid) != "42\n" {
+		t.Errorf("%s/run/app.pid: %q, %v; want %q", root, pid, err, "42\n")
+	}
+}
