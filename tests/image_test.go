@@ -962,3 +962,76 @@ func TestImageSymlinkedParents(t *testing.T) {
 		t.Errorf("%s/run/app.pid: %q, %v; want %q", root, pid, err, "42\n")
 	}
 }
+
+// TestImageLoadNames: load keeps the names an archive gives, as podman load
+// does: an OCI index's org.opencontainers.image.ref.name that is only a tag
+// (as skopeo and umoci write it) becomes localhost/TAG:latest, containerd's
+// io.containerd.image.name wins over it, and --tag adds a name. list shows
+// the names, and run and rm take the short ones.
+func TestImageLoadNames(t *testing.T) {
+	t.Parallel()
+	nonce := randomHex(t)
+	forgetImages(t, nonce)
+	dir := t.TempDir()
+	img := ociImage(markerImage(t, types.OCILayer, "names-"+nonce))
+	digest := digestOf(t, img)
+	layoutTar := func(file string, annotations map[string]string) string {
+		t.Helper()
+		lp, err := layout.Write(filepath.Join(dir, file+".d"), empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AppendImage(img, layout.WithAnnotations(annotations)); err != nil {
+			t.Fatal(err)
+		}
+		tarDir(t, filepath.Join(dir, file+".d"), filepath.Join(dir, file))
+		return filepath.Join(dir, file)
+	}
+	tagOnly := "app-" + nonce
+	full := fmt.Sprintf("127.0.0.1:%d/vsbtest/ctr-%s:1", freePort(t), nonce)
+	for _, tt := range []struct {
+		name, file string
+		args       []string
+		want       string // the name load prints and list shows
+		short      string // what run and rm are given
+	}{
+		{"ref name", layoutTar("ref.tar", map[string]string{"org.opencontainers.image.ref.name": tagOnly}), nil, "localhost/" + tagOnly + ":latest", tagOnly},
+		{"containerd name", layoutTar("ctr.tar", map[string]string{"io.containerd.image.name": full, "org.opencontainers.image.ref.name": "1"}), nil, full, full},
+		{"--tag", layoutTar("none.tar", nil), []string{"--tag", "tagged-" + nonce + ":x"}, "localhost/tagged-" + nonce + ":x", "tagged-" + nonce + ":x"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out := imageOK(t, append(append([]string{"load"}, tt.args...), tt.file)...)
+			if out != tt.want+" "+digest+"\n" {
+				t.Errorf("load printed %q, want %q", out, tt.want+" "+digest+"\n")
+			}
+			var listed []string
+			for _, i := range listImages(t) {
+				if i.Digest == digest {
+					listed = append(listed, i.Ref)
+				}
+			}
+			if strings.Join(listed, " ") != tt.want {
+				t.Errorf("list shows %q for the image, want only %q", listed, tt.want)
+			}
+			imageRun(t, opts{}, "run", "-c", "lxc:///", tt.short).want(t, 0, "names-"+nonce+"\n")
+			imageOK(t, "rm", tt.short)
+			for _, i := range listImages(t) {
+				if i.Ref == tt.want {
+					t.Errorf("rm %s left %s", tt.short, i.Ref)
+				}
+			}
+		})
+	}
+	t.Run("bad --tag", func(t *testing.T) {
+		file := layoutTar("bad.tar", nil)
+		for _, tag := range []string{"Bad:Name", "a b", ""} {
+			r := imageRun(t, opts{}, "load", "--tag", tag, file)
+			checkRefused(t, r, fmt.Sprintf("--tag %q", tag))
+		}
+		for _, i := range listImages(t) {
+			if i.Digest == digest {
+				t.Errorf("a refused load stored %s", i.Ref)
+			}
+		}
+	})
+}
