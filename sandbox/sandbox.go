@@ -288,11 +288,7 @@ func (r *run) start() error {
 	}
 	flags := libvirt.DOMAIN_START_AUTODESTROY
 	if isEmbedded(r.cfg.URI) {
-		// The embedded driver runs in this process and cannot autodestroy;
-		// its QEMU is this process's child and is destroyed on every path
-		// out of Run.
 		flags = 0
-		r.onCleanup(r.destroyIfActive)
 	}
 	r.created = time.Now()
 	dom, err := r.conn.DomainCreateXML(xml, flags)
@@ -300,6 +296,13 @@ func (r *run) start() error {
 		return libvirtError("starting the sandbox", err)
 	}
 	r.setDomain(dom)
+	if isEmbedded(r.cfg.URI) {
+		// The embedded driver runs in this process and cannot autodestroy;
+		// its QEMU is this process's child and is destroyed on every path
+		// out of Run. Registered after setDomain, so it runs before the
+		// domain is freed (libvirt logged "invalid domain pointer").
+		r.onCleanup(r.destroyIfActive)
+	}
 	return nil
 }
 

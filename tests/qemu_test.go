@@ -167,15 +167,24 @@ exec "$0" -c "qemu:///embed?root=$1" /bin/sh -c 'echo embedded; exit 3'`
 
 // TestEmbedLogs checks that libvirt's own log lines, which the embedded
 // driver writes in this process and in the processes it forks, go to a file
-// under its root and never into the program's stderr: the DAC driver warns
-// "Invalid XATTR timestamp" for a disk whose remembered owner dates from an
-// earlier boot, and a user's LIBVIRT_DEBUG asks for many more lines.
+// under its root and never into the program's stderr, and with -d to
+// stderr as well: the DAC driver warns "Invalid XATTR timestamp" for a disk
+// whose remembered owner dates from an earlier boot, and a user's
+// LIBVIRT_DEBUG asks for many more lines.
 func TestEmbedLogs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("trusted.* attributes need root")
 	}
-	for _, env := range [][]string{nil, {"LIBVIRT_DEBUG=info"}} {
-		t.Run(strings.Join(append([]string{"default"}, env...), ","), func(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		debug bool
+		env   []string
+	}{
+		{"default", false, nil},
+		{"LIBVIRT_DEBUG=info", false, []string{"LIBVIRT_DEBUG=info"}},
+		{"-d", true, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := hostDir(t)
 			disk := filepath.Join(dir, "disk.img")
@@ -190,12 +199,22 @@ func TestEmbedLogs(t *testing.T) {
 				}
 			}
 			root := filepath.Join(dir, "embed")
-			r := sandbox(t, opts{env: env}, "-c", "qemu:///embed?root="+root, "--disk", "file:d="+disk, "/bin/sh", "-c", "echo out; echo err >&2")
-			if r.code != 0 || r.stdout != "out\n" || r.stderr != "err\n" {
-				t.Errorf("exit %d, stdout %q, stderr %q; want 0, %q, %q", r.code, r.stdout, r.stderr, "out\n", "err\n")
+			args := []string{"-c", "qemu:///embed?root=" + root, "--disk", "file:d=" + disk, "/bin/sh", "-c", "echo out; echo err >&2"}
+			if tt.debug {
+				args = append([]string{"-d"}, args...)
+			}
+			r := sandbox(t, opts{env: tt.env}, args...)
+			warning := "Invalid XATTR timestamp detected on " + disk
+			switch {
+			case r.code != 0 || r.stdout != "out\n":
+				t.Errorf("exit %d, stdout %q; want 0, %q; stderr:\n%s", r.code, r.stdout, "out\n", r.stderr)
+			case !tt.debug && r.stderr != "err\n":
+				t.Errorf("stderr %q, want %q", r.stderr, "err\n")
+			case tt.debug && !(strings.Contains(r.stderr, warning) && strings.Contains(r.stderr, "\nerr\n")):
+				t.Errorf("-d: stderr lacks libvirt's warning or the program's line:\n%s", r.stderr)
 			}
 			log, err := os.ReadFile(filepath.Join(root, "log", "libvirt.log"))
-			if err != nil || !bytes.Contains(log, []byte("Invalid XATTR timestamp detected on "+disk)) {
+			if err != nil || !bytes.Contains(log, []byte(warning)) {
 				t.Errorf("%s/log/libvirt.log (%v) lacks libvirt's warning; it has:\n%s", root, err, log)
 			}
 		})
