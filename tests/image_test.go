@@ -637,7 +637,8 @@ func dirNames(t *testing.T, dir string) string {
 
 // TestImageMaliciousLayers: layers that would write outside the root being
 // built are refused (when the root is flattened, at run) with exit 125 and
-// one line, and nothing outside the store is written.
+// one line, or, through a symlink, land inside the root; nothing outside
+// the store is written.
 func TestImageMaliciousLayers(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t)
@@ -657,42 +658,54 @@ func TestImageMaliciousLayers(t *testing.T) {
 	cases := []struct {
 		name    string
 		entries []entry
+		// inside: the entries go through a symlink, which is followed
+		// as if the image's root were / (as containerd and umoci do):
+		// they land inside the image, and it runs.
+		inside bool
 	}{
 		{"dotdot", []entry{
 			dirEntry("etc", 0o755, 0),
 			fileEntry(up+rel+"/sentinel", "pwned\n", 0o644),
 			fileEntry(up+rel+"/escaped", "pwned\n", 0o644),
-		}},
+		}, false},
 		{"absolute-symlink", []entry{
 			dirEntry("etc", 0o755, 0),
 			symlinkEntry("evil", target),
 			fileEntry("evil/sentinel", "pwned\n", 0o644),
 			fileEntry("evil/escaped", "pwned\n", 0o644),
-		}},
+		}, true},
 		{"relative-symlink", []entry{
 			dirEntry("etc", 0o755, 0),
 			symlinkEntry("evil", up+rel),
 			fileEntry("evil/sentinel", "pwned\n", 0o644),
-		}},
+		}, true},
 		{"hardlink-passwd", []entry{
 			dirEntry("etc", 0o755, 0),
 			hardlinkEntry("pw", "/etc/passwd"),
 			fileEntry("pw", "pwned\n", 0o644),
-		}},
+		}, false},
 		{"hardlink-dotdot", []entry{
 			dirEntry("etc", 0o755, 0),
 			hardlinkEntry("pw", up+"etc/passwd"),
 			fileEntry("pw", "pwned\n", 0o644),
-		}},
+		}, false},
 	}
-	type evil struct{ name, ref, digest string }
+	type evil struct {
+		name, ref, digest string
+		inside            bool
+	}
 	var evils []evil
 	for _, c := range cases {
-		img := newImage(t, runtime.GOARCH, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo ran"}},
-			layer(t, types.DockerLayer, append(c.entries, fileEntry("nonce", nonce, 0o644))...))
+		layers := []v1.Layer{layer(t, types.DockerLayer, append(c.entries, fileEntry("nonce", nonce, 0o644))...)}
+		if c.inside {
+			// A shell to look with; the others must not have an
+			// /etc/passwd of their own to link to.
+			layers = append([]v1.Layer{baseLayer(t, types.DockerLayer)}, layers...)
+		}
+		img := newImage(t, runtime.GOARCH, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo ran"}, Env: []string{"PATH=/bin"}}, layers...)
 		ref := fmt.Sprintf("%s/vsbtest/evil-%s-%s:1", reg.addr, c.name, nonce)
 		push(t, ref, img)
-		evils = append(evils, evil{c.name, ref, digestOf(t, img)})
+		evils = append(evils, evil{c.name, ref, digestOf(t, img), c.inside})
 	}
 	targetBefore, sentinelBefore, passwdBefore := dirNames(t, target), fileState(t, sentinel), fileState(t, "/etc/passwd")
 	// After the parallel subtests, before target is removed.
@@ -715,6 +728,10 @@ func TestImageMaliciousLayers(t *testing.T) {
 				// refused, when the root is built at run.
 				if r := imageRun(t, opts{}, "pull", "--insecure", e.ref); r.code != 0 {
 					checkPullFailed(t, r, "unsafe layer entry")
+					return
+				}
+				if e.inside {
+					imageRun(t, opts{}, "run", "-c", uri, e.ref, "--", "cat "+sentinel).want(t, 0, "pwned\n")
 					return
 				}
 				r := imageRun(t, opts{}, "run", "-c", uri, e.ref, "--", "echo ran")
