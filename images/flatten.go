@@ -16,8 +16,7 @@ import (
 
 // ErrUnsafe is wrapped by the error for every layer entry that is refused
 // because it would reach outside the directory being built: a name with
-// ".." leading out, a write or whiteout through a symlink that leads out,
-// a hard link to something that is not in the directory.
+// ".." leading out, a hard link to something that is not in the directory.
 var ErrUnsafe = errors.New("unsafe layer entry")
 
 const (
@@ -30,8 +29,10 @@ const (
 // show them stacked: ".wh.NAME" deletes NAME of lower layers,
 // ".wh..wh..opq" hides a directory's lower content. Layers may be
 // uncompressed, gzip or zstd. Owners are set and device nodes made only
-// when running as root. Nothing is ever written outside dir: an entry that
-// would be is refused with an error wrapping ErrUnsafe.
+// when running as root. Symlinks on the way to an entry are followed as if
+// dir were / (lib -> /usr/lib takes lib/libfoo.so to usr/lib/libfoo.so),
+// as containerd and umoci do. Nothing is ever written outside dir: an
+// entry that would be is refused with an error wrapping ErrUnsafe.
 func Flatten(dir string, layers ...io.Reader) error {
 	a, err := newApplier(dir)
 	if err != nil {
@@ -49,10 +50,11 @@ func Flatten(dir string, layers ...io.Reader) error {
 	return nil
 }
 
-// applier applies layers to one directory. All access goes through an
-// os.Root, which follows symlinks only while they stay inside it, and the
-// last component of a name is never followed: the *at system calls work on
-// the parent directory's descriptor with AT_SYMLINK_NOFOLLOW or O_NOFOLLOW.
+// applier applies layers to one directory. The directories on the way to
+// an entry are resolved first (resolveDir), and the last component of a
+// name is never followed: the *at system calls work on the parent
+// directory's descriptor with AT_SYMLINK_NOFOLLOW or O_NOFOLLOW. All access
+// goes through an os.Root besides, which would refuse to leave it.
 type applier struct {
 	root       *os.Root
 	escapes    error // os.Root's own "path escapes" error value
@@ -157,6 +159,10 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return nil
 	}
 	parent, base := path.Dir(p), path.Base(p)
+	if parent, err = a.resolveDir(parent); err != nil {
+		return err
+	}
+	p = path.Join(parent, base)
 	switch {
 	case base == whiteoutOpaque:
 		return a.opaque(parent)
@@ -187,10 +193,14 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
 		}
-		if t == p {
+		tdir, err := a.resolveDir(path.Dir(t))
+		if err != nil {
+			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+		}
+		if t = path.Join(tdir, path.Base(t)); t == p {
 			return nil // a link to itself is what is there already
 		}
-		if target, err = a.openDir(path.Dir(t), false); err != nil {
+		if target, err = a.openDir(tdir, false); err != nil {
 			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
 		}
 		defer target.Close()
@@ -406,6 +416,59 @@ func (a *applier) openDir(p string, create bool) (*os.File, error) {
 		return nil, fmt.Errorf("%s is not a directory", p)
 	}
 	return f, nil
+}
+
+// maxSymlinks bounds the symlinks followed for one name, as Linux's
+// MAXSYMLINKS does: more mean a loop.
+const maxSymlinks = 40
+
+// resolveDir returns directory p, a clean name relative to the root, with
+// the symlinks among its components replaced by what they point to, as if
+// the root were /: an absolute target starts again at the root, ".." stops
+// at it. Components that do not exist (yet) are kept as they are. The
+// result names no symlink, so os.Root has none to follow.
+func (a *applier) resolveDir(p string) (string, error) {
+	var done []string // resolved components, none of them a symlink
+	todo := strings.Split(p, "/")
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		cur := path.Join(append(done, c)...)
+		fi, err := a.root.Lstat(cur)
+		switch {
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR):
+		case err != nil:
+			return "", a.refusal(err)
+		case fi.Mode()&os.ModeSymlink != 0:
+			if links++; links > maxSymlinks {
+				return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+			}
+			target, err := a.root.Readlink(cur)
+			if err != nil {
+				return "", a.refusal(err)
+			}
+			if path.IsAbs(target) {
+				done = nil
+			}
+			todo = append(strings.Split(target, "/"), todo...)
+			continue
+		}
+		done = append(done, c)
+	}
+	if len(done) == 0 {
+		return ".", nil
+	}
+	return path.Join(done...), nil
 }
 
 // refusal marks os.Root's refusals to leave the root with ErrUnsafe.

@@ -115,6 +115,62 @@ func TestFlatten(t *testing.T) {
 		},
 		want: map[string]string{"usr": "d", "usr/lib": "d", "usr/lib/libc.so": "f:c", "lib": "l:usr/lib"},
 	}, {
+		name: "absolute symlink directory is followed inside the root (Debian's var/run)",
+		layers: [][]ent{
+			{dir("run"), dir("var"), symlink("var/run", "/run")},
+			{file("var/run/app.pid", "42")},
+		},
+		want: map[string]string{"run": "d", "run/app.pid": "f:42", "var": "d", "var/run": "l:/run"},
+	}, {
+		name: "merged /usr: lib -> usr/lib, a file and a hard link through it",
+		layers: [][]ent{
+			{dir("usr"), dir("usr/lib"), symlink("lib", "/usr/lib")},
+			{file("lib/libfoo.so", "foo"), hardlink("lib/libfoo.so.1", "/lib/libfoo.so")},
+		},
+		want: map[string]string{"usr": "d", "usr/lib": "d", "usr/lib/libfoo.so": "f:foo", "usr/lib/libfoo.so.1": "f:foo", "lib": "l:/usr/lib"},
+	}, {
+		name: "symlink to a directory not made yet",
+		layers: [][]ent{
+			{symlink("lib", "/usr/lib")},
+			{file("lib/x", "x")},
+		},
+		want: map[string]string{"usr": "d", "usr/lib": "d", "usr/lib/x": "f:x", "lib": "l:/usr/lib"},
+	}, {
+		name: "dot-dot in a symlink stops at the root",
+		layers: [][]ent{
+			{dir("a"), symlink("a/up", "../../../b")},
+			{file("a/up/f", "x")},
+		},
+		want: map[string]string{"a": "d", "a/up": "l:../../../b", "b": "d", "b/f": "f:x"},
+	}, {
+		name: "chain of symlinks",
+		layers: [][]ent{
+			{symlink("x", "y/z"), symlink("y", "/w"), dir("w"), dir("w/z")},
+			{file("x/f", "x")},
+		},
+		want: map[string]string{"x": "l:y/z", "y": "l:/w", "w": "d", "w/z": "d", "w/z/f": "f:x"},
+	}, {
+		name: "whiteout through a symlinked directory",
+		layers: [][]ent{
+			{dir("run"), file("run/old.pid", "1"), file("run/keep", "k"), symlink("var/run", "/run")},
+			{file("var/run/.wh.old.pid", "")},
+		},
+		want: map[string]string{"run": "d", "run/keep": "f:k", "var": "d", "var/run": "l:/run"},
+	}, {
+		name: "opaque directory through a symlinked parent",
+		layers: [][]ent{
+			{file("usr/lib/d/old", "o"), symlink("lib", "usr/lib")},
+			{dir("lib/d"), file("lib/d/.wh..wh..opq", ""), file("lib/d/new", "n")},
+		},
+		want: map[string]string{"usr": "d", "usr/lib": "d", "usr/lib/d": "d", "usr/lib/d/new": "f:n", "lib": "l:usr/lib"},
+	}, {
+		name: "a layer's own file through a symlink is above its whiteout",
+		layers: [][]ent{
+			{file("run/a", "old"), symlink("var/run", "/run")},
+			{file("var/run/a", "new"), file("run/.wh.a", "")},
+		},
+		want: map[string]string{"run": "d", "run/a": "f:new", "var": "d", "var/run": "l:/run"},
+	}, {
 		name:   "dangling and absolute symlinks are kept as they are",
 		layers: [][]ent{{symlink("abs", "/etc/passwd"), symlink("dangling", "nowhere"), symlink("up", "../../..")}},
 		want:   map[string]string{"abs": "l:/etc/passwd", "dangling": "l:nowhere", "up": "l:../../.."},
@@ -284,6 +340,9 @@ func TestFlattenUnsafe(t *testing.T) {
 		name   string
 		layers func(outside string) [][]ent
 		safe   bool // refused without ErrUnsafe, or accepted harmlessly
+		// lands, for an entry through a symlink, is where in the root it
+		// must land: the symlink followed as if the root were /.
+		lands func(outside string) string
 	}{{
 		name:   "dot-dot escape",
 		layers: func(string) [][]ent { return [][]ent{{file("../outside/new", "x")}} },
@@ -298,31 +357,37 @@ func TestFlattenUnsafe(t *testing.T) {
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("evil", o)}, {file("evil/passwd", "x")}}
 		},
+		lands: func(o string) string { return o + "/passwd" },
 	}, {
 		name: "write through an absolute symlink in the same layer",
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("evil", o), file("evil/passwd", "x")}}
 		},
+		lands: func(o string) string { return o + "/passwd" },
 	}, {
 		name: "write through a relative symlink leading out",
 		layers: func(string) [][]ent {
 			return [][]ent{{symlink("evil", "../outside"), file("evil/passwd", "x")}}
 		},
+		lands: func(o string) string { return "outside/passwd" },
 	}, {
 		name: "write through a chain of symlinks",
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("a", "b"), symlink("b", o)}, {file("a/passwd", "x")}}
 		},
+		lands: func(o string) string { return o + "/passwd" },
 	}, {
 		name: "directory through a symlink",
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("evil", o)}, {dir("evil/sub")}}
 		},
+		lands: func(o string) string { return o + "/sub" },
 	}, {
 		name: "symlink through a symlink",
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("evil", o)}, {symlink("evil/link", "/")}}
 		},
+		lands: func(o string) string { return o + "/link" },
 	}, {
 		name:   "hard link to a host file",
 		layers: func(string) [][]ent { return [][]ent{{hardlink("passwd", "/etc/passwd")}} },
@@ -339,11 +404,13 @@ func TestFlattenUnsafe(t *testing.T) {
 		layers: func(o string) [][]ent {
 			return [][]ent{{file("f", "x"), symlink("evil", o), hardlink("evil/new", "f")}}
 		},
+		lands: func(o string) string { return o + "/new" },
 	}, {
 		name: "whiteout through a symlink",
 		layers: func(o string) [][]ent {
 			return [][]ent{{symlink("evil", o)}, {file("evil/.wh.secret", "")}}
 		},
+		safe: true,
 	}, {
 		name:   "whiteout of the parent",
 		layers: func(string) [][]ent { return [][]ent{{file("a/.wh..", "")}} },
@@ -380,6 +447,11 @@ func TestFlattenUnsafe(t *testing.T) {
 			}
 			err := flatten(t, root, layers...)
 			switch {
+			case tt.lands != nil:
+				want := filepath.Join(root, tt.lands(outside))
+				if _, lerr := os.Lstat(want); err != nil || lerr != nil {
+					t.Errorf("Flatten() = %v, want the entry at %s (%v)", err, want, lerr)
+				}
 			case !tt.safe && !errors.Is(err, ErrUnsafe):
 				t.Errorf("Flatten() = %v, want ErrUnsafe", err)
 			case tt.safe && err != nil && errors.Is(err, ErrUnsafe):
@@ -511,5 +583,19 @@ func runAsNobody(t *testing.T, pattern, env string) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS") {
 		t.Errorf("%s as nobody: %v\n%s", pattern, err, out)
+	}
+}
+
+func TestFlattenSymlinkLoop(t *testing.T) {
+	for _, l := range [][]ent{
+		{symlink("a", "a"), file("a/f", "x")},
+		{symlink("a", "b"), symlink("b", "/a"), file("a/f", "x")},
+		{symlink("a", "a"), hardlink("h", "a/f")},
+		{symlink("a", "a"), file("a/.wh.f", "")},
+	} {
+		err := flatten(t, t.TempDir(), tarLayer(t, l...))
+		if err == nil || !strings.Contains(err.Error(), "too many levels of symbolic links") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Flatten(%v) = %v, want one line about too many levels of symbolic links", l, err)
+		}
 	}
 }

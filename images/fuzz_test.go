@@ -19,12 +19,16 @@ import (
 func FuzzFlatten(f *testing.F) {
 	for _, seed := range [][]byte{
 		{},
-		{2, 4, 1, 0, 1, 4, 2},          // symlink evil -> outside, then a file under it
-		{3, 0, 6, 0, 0},                // hard link to a host file
-		{0, 2, 2, 0, 7, 4, 4},          // a file named with ".."
-		{1, 0, 5, 8, 0, 0, 9, 0, 0},    // directory, opaque, whiteout
-		{2, 3, 0, 11, 6, 0, 4, 0, 0},   // symlink, new layer, write through it
-		{2, 4, 2, 1, 3, 6, 0, 3, 4, 0}, // symlink into a relative escape
+		{2, 4, 1, 0, 1, 4, 2},           // symlink evil -> outside, then a file under it
+		{3, 0, 6, 0, 0},                 // hard link to a host file
+		{0, 2, 2, 0, 7, 4, 4},           // a file named with ".."
+		{1, 0, 5, 8, 0, 0, 9, 0, 0},     // directory, opaque, whiteout
+		{2, 3, 0, 11, 6, 0, 4, 0, 0},    // symlink, new layer, write through it
+		{2, 4, 2, 1, 3, 6, 0, 3, 4, 0},  // symlink into a relative escape
+		{2, 0, 0, 11, 0, 1, 0, 1, 0},    // symlink a -> /a (a loop), a file under it
+		{2, 0, 4, 14, 6, 0, 1, 4, 1, 1}, // symlink evil -> /, new layer, a file under it
+		{2, 0, 0, 15, 3, 1, 0, 1, 7},    // symlink with ".." past the root, a hard link under it
+		{2, 0, 4, 16, 4, 1, 4, 0, 0},    // symlink evil -> /d/../.., a whiteout under it
 	} {
 		f.Add(seed)
 	}
@@ -74,6 +78,7 @@ func fuzzLayers(data []byte, outside string) [][]byte {
 	links := []string{
 		outside, outside + "/secret", "..", "../..", "../../..", "../outside",
 		"/etc/passwd", "a", "a/b", "evil", "evil/secret", "/a", ".", "../root/a",
+		"/", "b/../../../outside", "/d/../..",
 	}
 	next := func() int {
 		if len(data) == 0 {

@@ -139,9 +139,11 @@ func (s *Store) Get(ref string) (*Image, error) {
 
 func (s *Store) get(ref string) (*Image, error) {
 	if r, err := name.ParseReference(ref); err == nil {
-		img, err := s.readRef(r.Name())
-		if err == nil || !errors.Is(err, ErrNotFound) {
-			return img, err
+		for _, n := range storeNames(r, ref) {
+			img, err := s.readRef(n)
+			if err == nil || !errors.Is(err, ErrNotFound) {
+				return img, err
+			}
 		}
 		// repo@sha256:... names an image pulled by tag just as well.
 		if d, ok := r.(name.Digest); ok {
@@ -159,6 +161,20 @@ func (s *Store) get(ref string) (*Image, error) {
 		return nil, err
 	}
 	return imgs[0], nil
+}
+
+// storeNames are the names ref, parsed as r, may have in the store: Docker
+// Hub's when it names no registry ("busybox"), then the name a loaded
+// image without a registry has (localhost/busybox:latest), as podman
+// looks short names up in its local storage.
+func storeNames(r name.Reference, ref string) []string {
+	names := []string{r.Name()}
+	if _, digest := r.(name.Digest); !digest && !hasRegistry(ref) {
+		if n, err := LocalName(ref); err == nil {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // byDigest returns the images (sorted by Ref) whose digest is, or starts
@@ -216,12 +232,14 @@ func (s *Store) List() ([]*Image, error) {
 // digest prefix). The content stays until Prune.
 func (s *Store) Remove(ref string) error {
 	if r, err := name.ParseReference(ref); err == nil {
-		err := os.Remove(s.refPath(r.Name()))
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", ref, err)
+		for _, n := range storeNames(r, ref) {
+			err := os.Remove(s.refPath(n))
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("remove %s: %w", ref, err)
+			}
 		}
 	}
 	imgs, err := s.byDigest(ref)

@@ -27,18 +27,29 @@ import (
 // Load stores the images of a tarball: a docker-archive (the output of
 // docker save, with manifest.json) or an OCI image layout (index.json and
 // oci-layout), either of them possibly gzip- or zstd-compressed. An image
-// is recorded under each of its names; an image without one under its
-// digest. For a multi-platform image in an OCI layout it takes the host's
-// platform.
-func (s *Store) Load(ctx context.Context, tarball string) ([]*Image, error) {
-	imgs, err := s.load(ctx, tarball)
+// is recorded under each of its names (RepoTags; an OCI layout's
+// io.containerd.image.name, else org.opencontainers.image.ref.name, as
+// LocalName makes them) and tags, which need an archive of one image; an
+// image without any under its digest. For a multi-platform image in an OCI
+// layout it takes the host's platform.
+func (s *Store) Load(ctx context.Context, tarball string, tags ...string) ([]*Image, error) {
+	imgs, err := s.load(ctx, tarball, tags)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", tarball, oneLine(s.storeError(err)))
 	}
 	return imgs, nil
 }
 
-func (s *Store) load(ctx context.Context, file string) ([]*Image, error) {
+func (s *Store) load(ctx context.Context, file string, tags []string) ([]*Image, error) {
+	var names []string
+	for _, t := range tags {
+		n, err := LocalName(t)
+		if err != nil {
+			return nil, fmt.Errorf("--tag %q: %w", t, err)
+		}
+		names = append(names, n)
+	}
+	tags = names
 	unlock, err := s.lock(unix.LOCK_SH)
 	if err != nil {
 		return nil, err
@@ -62,13 +73,13 @@ func (s *Store) load(ctx context.Context, file string) ([]*Image, error) {
 	case docker:
 		// Checked first: docker save since Docker 25 writes both, and
 		// manifest.json has the full names.
-		return s.loadDocker(ctx, file)
+		return s.loadDocker(ctx, file, tags)
 	case oci:
 		dir := filepath.Join(tmp, "layout")
 		if err := extractLayout(file, dir); err != nil {
 			return nil, err
 		}
-		return s.loadOCI(ctx, dir)
+		return s.loadOCI(ctx, dir, tags)
 	}
 	return nil, errors.New("neither a docker-archive (no manifest.json) nor an OCI layout (no index.json and oci-layout)")
 }
@@ -142,7 +153,7 @@ func archiveKind(file string) (docker, oci bool, err error) {
 	return docker, index && ociLayout, nil
 }
 
-func (s *Store) loadDocker(ctx context.Context, file string) ([]*Image, error) {
+func (s *Store) loadDocker(ctx context.Context, file string, tags []string) ([]*Image, error) {
 	opener := func() (io.ReadCloser, error) { return os.Open(file) }
 	m, err := tarball.LoadManifest(opener)
 	if err != nil {
@@ -150,6 +161,9 @@ func (s *Store) loadDocker(ctx context.Context, file string) ([]*Image, error) {
 	}
 	if len(m) == 0 {
 		return nil, errors.New("manifest.json lists no image")
+	}
+	if err := checkTagged(tags, len(m)); err != nil {
+		return nil, err
 	}
 	var out []*Image
 	for i, d := range m {
@@ -182,17 +196,43 @@ func (s *Store) loadDocker(ctx context.Context, file string) ([]*Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("image %d: %w", i+1, err)
 		}
-		if len(refs) == 0 {
-			refs = []string{rec.Digest}
+		named, err := s.name(rec, append(refs, tags...))
+		if err != nil {
+			return nil, err
 		}
-		for _, r := range refs {
-			img := *rec
-			img.Ref = r
-			if err := s.writeRef(&img); err != nil {
-				return nil, err
-			}
-			out = append(out, &img)
+		out = append(out, named...)
+	}
+	return out, nil
+}
+
+// checkTagged refuses --tag for an archive of more than one image, before
+// anything is stored: which one it would name is not said.
+func checkTagged(tags []string, images int) error {
+	if len(tags) > 0 && images > 1 {
+		return fmt.Errorf("--tag names one image, and the archive holds %d", images)
+	}
+	return nil
+}
+
+// name records rec under each of refs (once each), or under its digest
+// when there are none.
+func (s *Store) name(rec *Image, refs []string) ([]*Image, error) {
+	if len(refs) == 0 {
+		refs = []string{rec.Digest}
+	}
+	var out []*Image
+	seen := map[string]bool{}
+	for _, r := range refs {
+		if seen[r] {
+			continue
 		}
+		seen[r] = true
+		img := *rec
+		img.Ref = r
+		if err := s.writeRef(&img); err != nil {
+			return nil, err
+		}
+		out = append(out, &img)
 	}
 	return out, nil
 }
@@ -253,7 +293,7 @@ func (s *Store) storeUncompressed(img v1.Image) (*Image, error) {
 	return rec, nil
 }
 
-func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
+func (s *Store) loadOCI(ctx context.Context, dir string, tags []string) ([]*Image, error) {
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		return nil, fmt.Errorf("OCI layout: %w", oneLine(err))
@@ -261,6 +301,15 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return nil, fmt.Errorf("index.json: %w", oneLine(err))
+	}
+	n := 0
+	for _, d := range im.Manifests {
+		if d.MediaType.IsImage() || d.MediaType.IsIndex() {
+			n++
+		}
+	}
+	if err := checkTagged(tags, n); err != nil {
+		return nil, err
 	}
 	var out []*Image
 	for _, d := range im.Manifests {
@@ -289,14 +338,15 @@ func (s *Store) loadOCI(ctx context.Context, dir string) ([]*Image, error) {
 		if rec.Platform == "" {
 			rec.Platform = runtime.GOOS + "/" + runtime.GOARCH
 		}
-		rec.Ref = layoutName(d.Annotations)
-		if rec.Ref == "" {
-			rec.Ref = rec.Digest
+		var refs []string
+		if n := layoutName(d.Annotations); n != "" {
+			refs = append(refs, n)
 		}
-		if err := s.writeRef(rec); err != nil {
+		named, err := s.name(rec, append(refs, tags...))
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, rec)
+		out = append(out, named...)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("index.json lists no image")
@@ -354,21 +404,47 @@ func hostImage(idx v1.ImageIndex, d v1.Hash) (v1.Image, error) {
 	return nil, fmt.Errorf("no image for %s/%s", runtime.GOOS, runtime.GOARCH)
 }
 
-// layoutName is the reference an OCI layout gives an image: containerd's
-// (and docker save's) full name, else org.opencontainers.image.ref.name if
-// it is a full reference; often that is only a tag like "latest", which
-// names no repository, and then the image has no name.
+// layoutName is the name an OCI layout gives an image, as podman load
+// reads it: containerd's io.containerd.image.name (a full name, which
+// docker save writes too), else org.opencontainers.image.ref.name, both as
+// LocalName makes them. A ref name is often only a tag ("1.0", as skopeo
+// and umoci write it); podman takes it for a name all the same
+// (localhost/1.0:latest), and so does this. A value that is no image name
+// gives none: the image is still loaded, under its digest.
 func layoutName(a map[string]string) string {
-	for _, k := range []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"} {
-		v := a[k]
-		if !strings.ContainsAny(v, "/:@") {
-			continue
-		}
-		if r, err := name.ParseReference(v); err == nil {
-			return r.Name()
-		}
+	v := a["io.containerd.image.name"]
+	if v == "" {
+		v = a["org.opencontainers.image.ref.name"]
 	}
-	return ""
+	if v == "" {
+		return ""
+	}
+	n, err := LocalName(v)
+	if err != nil {
+		return ""
+	}
+	return n
+}
+
+// LocalName is the store's name for an image named s by a loaded archive
+// or by --tag, as podman names loaded images: a name without a registry is
+// under localhost/ (podman's rule: the first component names a registry
+// when it has a '.' or ':' or is localhost), a name without a tag is
+// :latest. Get and Remove find these names by the short name too.
+func LocalName(s string) (string, error) {
+	if !hasRegistry(s) {
+		s = "localhost/" + s
+	}
+	t, err := name.NewTag(s)
+	if err != nil {
+		return "", fmt.Errorf("not an image name: %w", oneLine(err))
+	}
+	return t.Name(), nil
+}
+
+func hasRegistry(s string) bool {
+	first, _, ok := strings.Cut(s, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
 }
 
 // extractLayout unpacks an OCI layout tarball into dir. A layout holds

@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -672,7 +673,7 @@ func TestRootFSUnsafeLayer(t *testing.T) {
 		layers []v1.Layer
 	}{
 		{"dot-dot", []v1.Layer{layer(t, file("../../../outside", "x"))}},
-		{"symlink", []v1.Layer{layer(t, symlink("evil", outside)), layer(t, file("evil/passwd", "x"))}},
+		{"hard link with dot-dot", []v1.Layer{layer(t, hardlink("passwd", "../../../outside"))}},
 		{"hard link", []v1.Layer{layer(t, hardlink("passwd", "/etc/passwd"))}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -909,7 +910,18 @@ func TestLoadOCILayout(t *testing.T) {
 	if err := p.AppendImage(named, layoutAnnotations("example.com/t/oci:1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AppendImage(unnamed, layoutAnnotations("latest")); err != nil {
+	if err := p.AppendImage(unnamed); err != nil {
+		t.Fatal(err)
+	}
+	// As skopeo and umoci write a tag, and docker save a tag beside
+	// containerd's full name.
+	if err := p.AppendImage(unnamed, layoutAnnotations("1.0")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(named, layout.WithAnnotations(map[string]string{
+		"io.containerd.image.name":          "docker.io/t/saved:2",
+		"org.opencontainers.image.ref.name": "2",
+	})); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.AppendIndex(multi, layoutAnnotations("example.com/t/multi:1")); err != nil {
@@ -924,9 +936,11 @@ func TestLoadOCILayout(t *testing.T) {
 		t.Fatalf("Load(%s) = %v", archive, err)
 	}
 	want := map[string]string{
-		"example.com/t/oci:1":   digestOf(t, named),
-		digestOf(t, unnamed):    digestOf(t, unnamed),
-		"example.com/t/multi:1": digestOf(t, named),
+		"example.com/t/oci:1":       digestOf(t, named),
+		digestOf(t, unnamed):        digestOf(t, unnamed),
+		"localhost/1.0:latest":      digestOf(t, unnamed),
+		"index.docker.io/t/saved:2": digestOf(t, named),
+		"example.com/t/multi:1":     digestOf(t, named),
 	}
 	if len(imgs) != len(want) {
 		t.Fatalf("Load(%s) = %d images, want %d", archive, len(imgs), len(want))
@@ -935,6 +949,18 @@ func TestLoadOCILayout(t *testing.T) {
 		if want[img.Ref] != img.Digest {
 			t.Errorf("Load(%s): %s = %s, want %s", archive, img.Ref, img.Digest, want[img.Ref])
 		}
+	}
+	// A short name finds the localhost/ name, as under podman.
+	for _, short := range []string{"1.0", "1.0:latest", "localhost/1.0"} {
+		if img, err := s.Get(short); err != nil || img.Ref != "localhost/1.0:latest" {
+			t.Errorf("Get(%s) = %+v, %v; want localhost/1.0:latest", short, img, err)
+		}
+	}
+	if err := s.Remove("1.0"); err != nil {
+		t.Errorf("Remove(1.0) = %v", err)
+	}
+	if _, err := s.Get("1.0"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(1.0) after Remove(1.0) = %v, want ErrNotFound", err)
 	}
 	img, err := s.Get("example.com/t/oci:1")
 	if err != nil {
@@ -948,6 +974,94 @@ func TestLoadOCILayout(t *testing.T) {
 		t.Errorf("RootFS() tree differs:%s", d)
 	}
 	checkStore(t, s)
+}
+
+func TestLoadTags(t *testing.T) {
+	one := image(t, runtime.GOARCH, layer(t, file("f", "1")))
+	dir := t.TempDir()
+	p, err := layoutWrite(filepath.Join(dir, "one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(one, layoutAnnotations("example.com/t/one:1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(one, layoutAnnotations("example.com/t/one:again")); err != nil {
+		t.Fatal(err)
+	}
+	two := filepath.Join(dir, "two.tar")
+	tarDir(t, filepath.Join(dir, "one"), two)
+	untagged := filepath.Join(dir, "untagged.tar")
+	if err := tarball.WriteToFile(untagged, nil, one); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t)
+	imgs, err := s.Load(context.Background(), untagged, "mine:1", "example.com/x/y")
+	if err != nil {
+		t.Fatalf("Load(--tag) = %v", err)
+	}
+	var refs []string
+	for _, img := range imgs {
+		refs = append(refs, img.Ref)
+	}
+	if want := "localhost/mine:1 example.com/x/y:latest"; strings.Join(refs, " ") != want {
+		t.Errorf("Load(--tag mine:1 --tag example.com/x/y) named %q, want %q (and not the digest)", refs, want)
+	}
+	if img, err := s.Get("mine:1"); err != nil || img.Digest != imgs[0].Digest {
+		t.Errorf("Get(mine:1) = %+v, %v", img, err)
+	}
+	for _, tt := range []struct {
+		file, tag, want string
+	}{
+		{untagged, "Bad:Name", `--tag "Bad:Name": not an image name`},
+		{untagged, "a@sha256:" + strings.Repeat("0", 64), `--tag "a@sha256:`},
+		{untagged, "", `--tag "": not an image name`},
+		{two, "t:1", "--tag names one image, and the archive holds 2"},
+	} {
+		before := refNames(t, s)
+		_, err := s.Load(context.Background(), tt.file, tt.tag)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Load(%s, --tag %q) = %v, want one line containing %q", tt.file, tt.tag, err, tt.want)
+		}
+		if after := refNames(t, s); after != before {
+			t.Errorf("Load(%s, --tag %q) changed the refs: %s, was %s", tt.file, tt.tag, after, before)
+		}
+	}
+	checkStore(t, s)
+}
+
+func refNames(t *testing.T, s *Store) string {
+	t.Helper()
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs []string
+	for _, img := range list {
+		refs = append(refs, img.Ref)
+	}
+	return strings.Join(refs, " ")
+}
+
+func TestLocalName(t *testing.T) {
+	for in, want := range map[string]string{
+		"1.0":                                   "localhost/1.0:latest",
+		"app:1.0":                               "localhost/app:1.0",
+		"t/app":                                 "localhost/t/app:latest",
+		"localhost/app:2":                       "localhost/app:2",
+		"example.com/t/app:1":                   "example.com/t/app:1",
+		"127.0.0.1:5000/app":                    "127.0.0.1:5000/app:latest",
+		"docker.io/library/x:1":                 "index.docker.io/library/x:1",
+		"Upper":                                 "",
+		"a b":                                   "",
+		"app@sha256:" + strings.Repeat("0", 64): "",
+	} {
+		got, err := LocalName(in)
+		if got != want || (err == nil) != (want != "") {
+			t.Errorf("LocalName(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
 }
 
 func TestLoadErrors(t *testing.T) {

@@ -2,11 +2,14 @@ package sandbox
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
@@ -319,15 +322,24 @@ func checkQEMUStateDir(system bool) error {
 	return nil
 }
 
+// embedRoot is the root directory of an embedded driver's URI.
+func embedRoot(uri string) (string, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Query().Get("root") == "" {
+		return "", fmt.Errorf("%w: -c %q: the embedded driver needs ?root=DIR", config.ErrInvalid, uri)
+	}
+	return u.Query().Get("root"), nil
+}
+
 // prepareEmbedRoot gives a new root of the embedded QEMU driver a qemu.conf
 // that logs QEMU's output to files itself: its default hands logs to
 // virtlogd, which the embedded driver is meant to do without.
 func prepareEmbedRoot(uri string) error {
-	u, err := url.Parse(uri)
-	if err != nil || u.Query().Get("root") == "" {
-		return fmt.Errorf("%w: -c %q: the embedded driver needs ?root=DIR", config.ErrInvalid, uri)
+	root, err := embedRoot(uri)
+	if err != nil {
+		return err
 	}
-	etc := filepath.Join(u.Query().Get("root"), "etc")
+	etc := filepath.Join(root, "etc")
 	conf := filepath.Join(etc, "qemu.conf")
 	if fileExists(conf) {
 		return nil
@@ -336,4 +348,85 @@ func prepareEmbedRoot(uri string) error {
 		return fmt.Errorf("embedded driver root: %w", err)
 	}
 	return os.WriteFile(conf, []byte("# Written by virt-sandbox: no virtlogd needed.\nstdio_handler = \"file\"\n"), 0o644)
+}
+
+// EmbedLog is the file, under the embedded driver's root, that gets
+// libvirt's own log lines.
+const EmbedLog = "log/libvirt.log"
+
+// divertEmbedLogs sends libvirt's log lines to root/log/libvirt.log, and
+// with -d to stderr as well. The embedded driver runs in this process and
+// in processes it forks, and logs to file descriptor 2 by default: the
+// program's stderr. A forked child resets its logging to descriptor 2 (the
+// DAC driver relabels in one, where "Invalid XATTR timestamp" is logged),
+// so until the returned function restores it, descriptor 2 is the log
+// file (with -d, a pipe copied to the file and to stderr), and the
+// program's stderr, when it is this process's, a copy of the original.
+// Without -d, this process's libvirt logs to the file named in
+// LIBVIRT_LOG_OUTPUTS besides, which it reads when the process first uses
+// it (so this runs before connecting), so that what its event loop logs
+// after Run goes there too; outputs the user set are left to them.
+func divertEmbedLogs(uri string, debug bool, stdio *IO) (restore func(), err error) {
+	root, err := embedRoot(uri)
+	if err != nil {
+		return nil, err
+	}
+	name, err := filepath.Abs(filepath.Join(root, EmbedLog))
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(name), 0o755)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded driver root: %w", err)
+	}
+	// libvirt splits outputs at white space and their fields at colons: a
+	// name with them is reached through descriptor 2 only.
+	if !debug && os.Getenv("LIBVIRT_LOG_OUTPUTS") == "" && !strings.ContainsAny(name, ": \t\n") {
+		os.Setenv("LIBVIRT_LOG_OUTPUTS", "1:file:"+name)
+	}
+	log, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded driver root: %w", err)
+	}
+	saved, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("keeping stderr: %w", err)
+	}
+	stderr := os.NewFile(uintptr(saved), "/dev/stderr")
+	sink, copied := log, make(chan struct{})
+	if debug {
+		r, w, err := os.Pipe()
+		if err != nil {
+			log.Close()
+			stderr.Close()
+			return nil, fmt.Errorf("diverting libvirt's log: %w", err)
+		}
+		go func() {
+			io.Copy(io.MultiWriter(log, stderr), r)
+			r.Close()
+			close(copied)
+		}()
+		sink = w
+	} else {
+		close(copied)
+	}
+	err = unix.Dup3(int(sink.Fd()), 2, 0)
+	sink.Close()
+	if err != nil {
+		stderr.Close()
+		return nil, fmt.Errorf("diverting libvirt's log: %w", err)
+	}
+	if stdio.Stderr == os.Stderr {
+		stdio.Stderr = stderr
+	}
+	return func() {
+		unix.Dup3(saved, 2, 0)
+		// A child that still holds the pipe must not hold up the exit.
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
+		log.Close()
+		stderr.Close()
+	}, nil
 }

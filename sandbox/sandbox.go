@@ -118,6 +118,15 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	if isEmbedded(cfg.URI) {
+		// Before anything uses libvirt, and restored after the
+		// clean-ups, which use it too.
+		restore, err := divertEmbedLogs(cfg.URI, cfg.Debug, &stdio)
+		if err != nil {
+			return 0, err
+		}
+		defer restore()
+	}
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
 	// Registered before the other clean-ups, so it runs after the domain
@@ -283,11 +292,7 @@ func (r *run) start() error {
 	}
 	flags := libvirt.DOMAIN_START_AUTODESTROY
 	if isEmbedded(r.cfg.URI) {
-		// The embedded driver runs in this process and cannot autodestroy;
-		// its QEMU is this process's child and is destroyed on every path
-		// out of Run.
 		flags = 0
-		r.onCleanup(r.destroyIfActive)
 	}
 	r.created = time.Now()
 	dom, err := r.conn.DomainCreateXML(xml, flags)
@@ -295,6 +300,13 @@ func (r *run) start() error {
 		return libvirtError("starting the sandbox", err)
 	}
 	r.setDomain(dom)
+	if isEmbedded(r.cfg.URI) {
+		// The embedded driver runs in this process and cannot autodestroy;
+		// its QEMU is this process's child and is destroyed on every path
+		// out of Run. Registered after setDomain, so it runs before the
+		// domain is freed (libvirt logged "invalid domain pointer").
+		r.onCleanup(r.destroyIfActive)
+	}
 	return nil
 }
 

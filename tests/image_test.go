@@ -644,7 +644,8 @@ func dirNames(t *testing.T, dir string) string {
 
 // TestImageMaliciousLayers: layers that would write outside the root being
 // built are refused (when the root is flattened, at run) with exit 125 and
-// one line, and nothing outside the store is written.
+// one line, or, through a symlink, land inside the root; nothing outside
+// the store is written.
 func TestImageMaliciousLayers(t *testing.T) {
 	t.Parallel()
 	reg := startRegistry(t)
@@ -664,42 +665,54 @@ func TestImageMaliciousLayers(t *testing.T) {
 	cases := []struct {
 		name    string
 		entries []entry
+		// inside: the entries go through a symlink, which is followed
+		// as if the image's root were / (as containerd and umoci do):
+		// they land inside the image, and it runs.
+		inside bool
 	}{
 		{"dotdot", []entry{
 			dirEntry("etc", 0o755, 0),
 			fileEntry(up+rel+"/sentinel", "pwned\n", 0o644),
 			fileEntry(up+rel+"/escaped", "pwned\n", 0o644),
-		}},
+		}, false},
 		{"absolute-symlink", []entry{
 			dirEntry("etc", 0o755, 0),
 			symlinkEntry("evil", target),
 			fileEntry("evil/sentinel", "pwned\n", 0o644),
 			fileEntry("evil/escaped", "pwned\n", 0o644),
-		}},
+		}, true},
 		{"relative-symlink", []entry{
 			dirEntry("etc", 0o755, 0),
 			symlinkEntry("evil", up+rel),
 			fileEntry("evil/sentinel", "pwned\n", 0o644),
-		}},
+		}, true},
 		{"hardlink-passwd", []entry{
 			dirEntry("etc", 0o755, 0),
 			hardlinkEntry("pw", "/etc/passwd"),
 			fileEntry("pw", "pwned\n", 0o644),
-		}},
+		}, false},
 		{"hardlink-dotdot", []entry{
 			dirEntry("etc", 0o755, 0),
 			hardlinkEntry("pw", up+"etc/passwd"),
 			fileEntry("pw", "pwned\n", 0o644),
-		}},
+		}, false},
 	}
-	type evil struct{ name, ref, digest string }
+	type evil struct {
+		name, ref, digest string
+		inside            bool
+	}
 	var evils []evil
 	for _, c := range cases {
-		img := newImage(t, runtime.GOARCH, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo ran"}},
-			layer(t, types.DockerLayer, append(c.entries, fileEntry("nonce", nonce, 0o644))...))
+		layers := []v1.Layer{layer(t, types.DockerLayer, append(c.entries, fileEntry("nonce", nonce, 0o644))...)}
+		if c.inside {
+			// A shell to look with; the others must not have an
+			// /etc/passwd of their own to link to.
+			layers = append([]v1.Layer{baseLayer(t, types.DockerLayer)}, layers...)
+		}
+		img := newImage(t, runtime.GOARCH, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo ran"}, Env: []string{"PATH=/bin"}}, layers...)
 		ref := fmt.Sprintf("%s/vsbtest/evil-%s-%s:1", reg.addr, c.name, nonce)
 		push(t, ref, img)
-		evils = append(evils, evil{c.name, ref, digestOf(t, img)})
+		evils = append(evils, evil{c.name, ref, digestOf(t, img), c.inside})
 	}
 	targetBefore, sentinelBefore, passwdBefore := dirNames(t, target), fileState(t, sentinel), fileState(t, "/etc/passwd")
 	// After the parallel subtests, before target is removed.
@@ -722,6 +735,10 @@ func TestImageMaliciousLayers(t *testing.T) {
 				// refused, when the root is built at run.
 				if r := imageRun(t, opts{}, "pull", "--insecure", e.ref); r.code != 0 {
 					checkPullFailed(t, r, "unsafe layer entry")
+					return
+				}
+				if e.inside {
+					imageRun(t, opts{}, "run", "-c", uri, e.ref, "--", "cat "+sentinel).want(t, 0, "pwned\n")
 					return
 				}
 				r := imageRun(t, opts{}, "run", "-c", uri, e.ref, "--", "echo ran")
@@ -925,5 +942,120 @@ func TestImageLoad(t *testing.T) {
 			}
 			imageRun(t, opts{}, "run", "-c", uri, ref).want(t, 0, "oci-layout-"+nonce+"\n")
 		})
+	})
+}
+
+// TestImageSymlinkedParents: an image whose lower layer has absolute
+// symlinks to directories (Debian's var/run -> /run, merged /usr's lib ->
+// /usr/lib) and whose upper layer has files and a hard link through them
+// (var/run/app.pid, lib/libfoo.so), as layer-writing build tools make, runs:
+// the entries land where the symlinks lead inside the image, as under
+// containerd and umoci.
+func TestImageSymlinkedParents(t *testing.T) {
+	t.Parallel()
+	nonce := randomHex(t)
+	forgetImages(t, nonce)
+	mt := types.DockerLayer
+	img := newImage(t, runtime.GOARCH, v1.Config{Env: []string{"PATH=/bin"}},
+		baseLayer(t, mt),
+		layer(t, mt, dirEntry("var", 0o755, 0), symlinkEntry("var/run", "/run"),
+			dirEntry("usr", 0o755, 0), dirEntry("usr/lib", 0o755, 0), symlinkEntry("lib", "/usr/lib")),
+		layer(t, mt, fileEntry("var/run/app.pid", "42\n", 0o644), fileEntry("lib/libfoo.so", "foo-"+nonce+"\n", 0o644),
+			hardlinkEntry("lib/libfoo.so.1", "lib/libfoo.so")))
+	ref := fmt.Sprintf("127.0.0.1:%d/vsbtest/symlinked-%s:1", freePort(t), nonce)
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "image.tar")
+	if err := tarball.WriteToFile(file, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	imageOK(t, "load", file)
+	t.Run("run", func(t *testing.T) {
+		onEachDriver(t, func(t *testing.T, uri string) {
+			r := imageRun(t, opts{}, "run", "-c", uri, ref, "--", "/bin/sh", "-c",
+				"cat /usr/lib/libfoo.so /lib/libfoo.so.1; test -L /var/run && test -L /lib && echo links kept")
+			r.want(t, 0, "foo-"+nonce+"\nfoo-"+nonce+"\nlinks kept\n")
+		})
+	})
+	// A sandbox's /run is a tmpfs of its own, so the image's /run/app.pid
+	// is read in the image's flattened root.
+	root := filepath.Join(storeDir(), "rootfs", strings.TrimPrefix(inspect(t, ref).Digest, "sha256:"))
+	if pid, err := os.ReadFile(filepath.Join(root, "run", "app.pid")); string(pid) != "42\n" {
+		t.Errorf("%s/run/app.pid: %q, %v; want %q", root, pid, err, "42\n")
+	}
+}
+
+// TestImageLoadNames: load keeps the names an archive gives, as podman load
+// does: an OCI index's org.opencontainers.image.ref.name that is only a tag
+// (as skopeo and umoci write it) becomes localhost/TAG:latest, containerd's
+// io.containerd.image.name wins over it, and --tag adds a name. list shows
+// the names, and run and rm take the short ones.
+func TestImageLoadNames(t *testing.T) {
+	t.Parallel()
+	nonce := randomHex(t)
+	forgetImages(t, nonce)
+	dir := t.TempDir()
+	img := ociImage(markerImage(t, types.OCILayer, "names-"+nonce))
+	digest := digestOf(t, img)
+	layoutTar := func(file string, annotations map[string]string) string {
+		t.Helper()
+		lp, err := layout.Write(filepath.Join(dir, file+".d"), empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AppendImage(img, layout.WithAnnotations(annotations)); err != nil {
+			t.Fatal(err)
+		}
+		tarDir(t, filepath.Join(dir, file+".d"), filepath.Join(dir, file))
+		return filepath.Join(dir, file)
+	}
+	tagOnly := "app-" + nonce
+	full := fmt.Sprintf("127.0.0.1:%d/vsbtest/ctr-%s:1", freePort(t), nonce)
+	for _, tt := range []struct {
+		name, file string
+		args       []string
+		want       string // the name load prints and list shows
+		short      string // what run and rm are given
+	}{
+		{"ref name", layoutTar("ref.tar", map[string]string{"org.opencontainers.image.ref.name": tagOnly}), nil, "localhost/" + tagOnly + ":latest", tagOnly},
+		{"containerd name", layoutTar("ctr.tar", map[string]string{"io.containerd.image.name": full, "org.opencontainers.image.ref.name": "1"}), nil, full, full},
+		{"--tag", layoutTar("none.tar", nil), []string{"--tag", "tagged-" + nonce + ":x"}, "localhost/tagged-" + nonce + ":x", "tagged-" + nonce + ":x"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out := imageOK(t, append(append([]string{"load"}, tt.args...), tt.file)...)
+			if out != tt.want+" "+digest+"\n" {
+				t.Errorf("load printed %q, want %q", out, tt.want+" "+digest+"\n")
+			}
+			var listed []string
+			for _, i := range listImages(t) {
+				if i.Digest == digest {
+					listed = append(listed, i.Ref)
+				}
+			}
+			if strings.Join(listed, " ") != tt.want {
+				t.Errorf("list shows %q for the image, want only %q", listed, tt.want)
+			}
+			imageRun(t, opts{}, "run", "-c", "lxc:///", tt.short).want(t, 0, "names-"+nonce+"\n")
+			imageOK(t, "rm", tt.short)
+			for _, i := range listImages(t) {
+				if i.Ref == tt.want {
+					t.Errorf("rm %s left %s", tt.short, i.Ref)
+				}
+			}
+		})
+	}
+	t.Run("bad --tag", func(t *testing.T) {
+		file := layoutTar("bad.tar", nil)
+		for _, tag := range []string{"Bad:Name", "a b", ""} {
+			r := imageRun(t, opts{}, "load", "--tag", tag, file)
+			checkRefused(t, r, fmt.Sprintf("--tag %q", tag))
+		}
+		for _, i := range listImages(t) {
+			if i.Digest == digest {
+				t.Errorf("a refused load stored %s", i.Ref)
+			}
+		}
 	})
 }

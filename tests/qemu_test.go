@@ -15,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 )
@@ -161,5 +162,61 @@ exec "$0" -c "qemu:///embed?root=$1" /bin/sh -c 'echo embedded; exit 3'`
 	cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 3 || stdout.String() != "embedded\n" {
 		t.Errorf("embed: exit %d, stdout %q; want 3, %q; stderr:\n%s", code, stdout.String(), "embedded\n", stderr.String())
+	}
+}
+
+// TestEmbedLogs checks that libvirt's own log lines, which the embedded
+// driver writes in this process and in the processes it forks, go to a file
+// under its root and never into the program's stderr, and with -d to
+// stderr as well: the DAC driver warns "Invalid XATTR timestamp" for a disk
+// whose remembered owner dates from an earlier boot, and a user's
+// LIBVIRT_DEBUG asks for many more lines.
+func TestEmbedLogs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("trusted.* attributes need root")
+	}
+	for _, tt := range []struct {
+		name  string
+		debug bool
+		env   []string
+	}{
+		{"default", false, nil},
+		{"LIBVIRT_DEBUG=info", false, []string{"LIBVIRT_DEBUG=info"}},
+		{"-d", true, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := hostDir(t)
+			disk := filepath.Join(dir, "disk.img")
+			if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			// As libvirt leaves them when the host rebooted while a
+			// domain used the file: an owner, a count, a boot time.
+			for k, v := range map[string]string{"dac": "+0:+0", "ref_dac": "1", "timestamp_dac": "1"} {
+				if err := unix.Setxattr(disk, "trusted.libvirt.security."+k, []byte(v), 0); err != nil {
+					t.Fatalf("setxattr %s: %v", k, err)
+				}
+			}
+			root := filepath.Join(dir, "embed")
+			args := []string{"-c", "qemu:///embed?root=" + root, "--disk", "file:d=" + disk, "/bin/sh", "-c", "echo out; echo err >&2"}
+			if tt.debug {
+				args = append([]string{"-d"}, args...)
+			}
+			r := sandbox(t, opts{env: tt.env}, args...)
+			warning := "Invalid XATTR timestamp detected on " + disk
+			switch {
+			case r.code != 0 || r.stdout != "out\n":
+				t.Errorf("exit %d, stdout %q; want 0, %q; stderr:\n%s", r.code, r.stdout, "out\n", r.stderr)
+			case !tt.debug && r.stderr != "err\n":
+				t.Errorf("stderr %q, want %q", r.stderr, "err\n")
+			case tt.debug && !(strings.Contains(r.stderr, warning) && strings.Contains(r.stderr, "\nerr\n")):
+				t.Errorf("-d: stderr lacks libvirt's warning or the program's line:\n%s", r.stderr)
+			}
+			log, err := os.ReadFile(filepath.Join(root, "log", "libvirt.log"))
+			if err != nil || !bytes.Contains(log, []byte(warning)) {
+				t.Errorf("%s/log/libvirt.log (%v) lacks libvirt's warning; it has:\n%s", root, err, log)
+			}
+		})
 	}
 }

@@ -96,18 +96,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		},
 		{
 			Name:      "load",
-			Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball",
+			Usage:     "load images from a docker-archive (docker save) or OCI-layout tarball, under the names it gives them",
 			ArgsUsage: "FILE",
-			Action: onImage(func(s *images.Store, f string) error {
-				imgs, err := s.Load(ctx, f)
-				if err != nil {
-					return err
-				}
-				for _, img := range imgs {
-					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-				}
-				return nil
-			}),
+			Flags: []cli.Flag{&cli.StringSliceFlag{
+				Name:  "tag",
+				Usage: "one more `NAME` for the image (repeatable; a name without a registry is under localhost/, as in podman)",
+			}},
+			Action: func(c *cli.Context) error {
+				return onImage(func(s *images.Store, f string) error {
+					imgs, err := s.Load(ctx, f, c.StringSlice("tag")...)
+					if err != nil {
+						return err
+					}
+					for _, img := range imgs {
+						fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
+					}
+					return nil
+				})(c)
+			},
 		},
 		{
 			Name:  "list",
