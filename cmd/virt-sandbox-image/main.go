@@ -40,59 +40,37 @@ func pullFlags() []cli.Flag {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	status := 0
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	storeDir := images.DefaultDir()
-	store := func() (*images.Store, error) { return images.Open(storeDir) }
-	// onImage runs f with the store and the command's one argument.
-	onImage := func(f func(s *images.Store, arg string) error) cli.ActionFunc {
-		return func(c *cli.Context) error {
-			if c.NArg() < 1 {
-				return fmt.Errorf("%w: no image given", config.ErrInvalid)
-			}
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return f(s, c.Args().First())
-		}
-	}
-	// onStore runs f with the store.
-	onStore := func(f func(c *cli.Context, s *images.Store) error) cli.ActionFunc {
-		return func(c *cli.Context) error {
-			s, err := store()
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return f(c, s)
-		}
-	}
 	app := options.NewApp("virt-sandbox-image", "run Docker/OCI images in libvirt sandboxes, without Docker", version, stdin, stdout, stderr)
 	app.Flags = []cli.Flag{&cli.StringFlag{
-		Name:        "store",
-		Usage:       "the image store's `DIR` (or set $VIRT_SANDBOX_IMAGE_STORE)",
-		Destination: &storeDir,
-		Value:       storeDir,
+		Name:  "store",
+		Usage: "the image store's `DIR` (or set $VIRT_SANDBOX_IMAGE_STORE)",
+		Value: images.DefaultDir(),
 	}}
-	app.Commands = []*cli.Command{
+	app.Commands = commands()
+	if asked, err := options.Docs(app, args, stdout); asked {
+		if err != nil {
+			return options.ExitStatus(app.Name, err, stderr)
+		}
+		return 0
+	}
+	if err := app.RunContext(ctx, args); err != nil {
+		return options.ExitStatus(app.Name, err, stderr)
+	}
+	return 0
+}
+
+// commands are the subcommands. Each action reads and writes the command's
+// own streams (c.App.Reader, Writer, ErrWriter) and ends with c.Context.
+func commands() []*cli.Command {
+	return []*cli.Command{
 		{
 			Name:      "pull",
 			Usage:     "pull an image from a registry (registry/repo:tag or @digest; Docker Hub and library/ by default)",
 			ArgsUsage: "REF",
 			Flags:     pullFlags(),
-			Action: func(c *cli.Context) error {
-				return onImage(func(s *images.Store, r string) error {
-					img, err := s.Pull(ctx, r, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-					return nil
-				})(c)
-			},
+			Action:    onImage(pull),
 		},
 		{
 			Name:      "load",
@@ -102,131 +80,182 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 				Name:  "tag",
 				Usage: "one more `NAME` for the image (repeatable; a name without a registry is under localhost/, as in podman)",
 			}},
-			Action: func(c *cli.Context) error {
-				return onImage(func(s *images.Store, f string) error {
-					imgs, err := s.Load(ctx, f, c.StringSlice("tag")...)
-					if err != nil {
-						return err
-					}
-					for _, img := range imgs {
-						fmt.Fprintf(stdout, "%s %s\n", img.Ref, img.Digest)
-					}
-					return nil
-				})(c)
-			},
+			Action: onImage(load),
 		},
 		{
-			Name:  "list",
-			Usage: "list the images in the store",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
-			Action: onStore(func(c *cli.Context, s *images.Store) error {
-				list, err := s.List()
-				if err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					if list == nil {
-						list = []*images.Image{}
-					}
-					return writeJSON(stdout, list)
-				}
-				tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
-				for _, img := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, images.ShortDigest(img.Digest), img.Platform, images.HumanSize(img.Size), img.Created.Format(time.DateOnly))
-				}
-				return tw.Flush()
-			}),
+			Name:   "list",
+			Usage:  "list the images in the store",
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Action: withStore(list),
 		},
 		{
 			Name:      "inspect",
 			Usage:     "show an image's record and config as JSON",
 			ArgsUsage: "REF",
-			Action: onImage(func(s *images.Store, r string) error {
-				img, err := s.Get(r)
-				if err != nil {
-					return err
-				}
-				return writeJSON(stdout, img)
-			}),
+			Action:    onImage(inspect),
 		},
 		{
 			Name:      "rm",
 			Usage:     "remove an image's reference (prune frees its content)",
 			ArgsUsage: "REF",
-			Action:    onImage(func(s *images.Store, r string) error { return s.Remove(r) }),
+			Action:    onImage(func(_ *cli.Context, s *images.Store, ref string) error { return s.Remove(ref) }),
 		},
 		{
-			Name:  "prune",
-			Usage: "free the content no image references",
-			Action: onStore(func(_ *cli.Context, s *images.Store) error {
-				freed, err := s.Prune()
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(stdout, "freed %s\n", images.HumanSize(freed))
-				return nil
-			}),
+			Name:   "prune",
+			Usage:  "free the content no image references",
+			Action: withStore(prune),
 		},
 		{
 			Name:      "run",
 			Usage:     "run an image (pulled first if it is not in the store) in a sandbox",
 			ArgsUsage: "[virt-sandbox options] REF [-- COMMAND [ARGS...]]",
 			Flags:     append(append(options.Flags(), pullFlags()...), dockerRunFlags()...),
-			Action: func(c *cli.Context) error {
-				var err error
-				status, err = runImage(ctx, c, store, stdin, stdout, stderr)
-				return err
-			},
+			Action:    runImage,
 		},
 	}
-	if asked, err := options.Docs(app, args, stdout); asked {
+}
+
+// withStore runs act with the store --store names.
+func withStore(act func(c *cli.Context, s *images.Store) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		s, err := images.Open(c.String("store"))
 		if err != nil {
-			return options.ExitStatus(app.Name, err, stderr)
+			return err
 		}
-		return 0
+		defer s.Close()
+		return act(c, s)
 	}
-	if err := app.Run(args); err != nil {
-		return options.ExitStatus("virt-sandbox-image", err, stderr)
+}
+
+// onImage is withStore for a subcommand whose one argument names an image
+// or a file; without it, the store is not even opened.
+func onImage(act func(c *cli.Context, s *images.Store, arg string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if c.NArg() < 1 {
+			return fmt.Errorf("%w: no image given", config.ErrInvalid)
+		}
+		return withStore(func(c *cli.Context, s *images.Store) error { return act(c, s, c.Args().First()) })(c)
 	}
-	return status
+}
+
+func pull(c *cli.Context, s *images.Store, ref string) error {
+	img, err := s.Pull(c.Context, ref, pullOptions(c))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "%s %s\n", img.Ref, img.Digest)
+	return nil
+}
+
+func pullOptions(c *cli.Context) images.PullOptions {
+	return images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: c.App.ErrWriter}
+}
+
+func load(c *cli.Context, s *images.Store, file string) error {
+	imgs, err := s.Load(c.Context, file, c.StringSlice("tag")...)
+	if err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		fmt.Fprintf(c.App.Writer, "%s %s\n", img.Ref, img.Digest)
+	}
+	return nil
+}
+
+func list(c *cli.Context, s *images.Store) error {
+	list, err := s.List()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if list == nil {
+			list = []*images.Image{}
+		}
+		return writeJSON(c.App.Writer, list)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tCREATED")
+	for _, img := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Ref, images.ShortDigest(img.Digest), img.Platform, images.HumanSize(img.Size), img.Created.Format(time.DateOnly))
+	}
+	return tw.Flush()
+}
+
+func inspect(c *cli.Context, s *images.Store, ref string) error {
+	img, err := s.Get(ref)
+	if err != nil {
+		return err
+	}
+	return writeJSON(c.App.Writer, img)
+}
+
+func prune(c *cli.Context, s *images.Store) error {
+	freed, err := s.Prune()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "freed %s\n", images.HumanSize(freed))
+	return nil
 }
 
 // runImage runs the image on a per-run writable layer over its flattened
 // root, as the image's config says unless the command line says otherwise.
-func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, error), stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+func runImage(c *cli.Context) error {
 	args := c.Args().Slice()
 	if len(args) == 0 {
-		return 0, fmt.Errorf("%w: no image given", config.ErrInvalid)
+		return fmt.Errorf("%w: no image given", config.ErrInvalid)
 	}
 	ref, argv := args[0], args[1:]
 	if len(argv) > 0 && argv[0] == "--" {
 		argv = argv[1:]
 	}
-	s, err := store()
-	if err != nil {
-		return 0, err
+	// Refused before anything is pulled.
+	if c.String("root") != "" {
+		return fmt.Errorf("%w: -r: the image is the root", config.ErrInvalid)
 	}
-	defer s.Close()
+	if c.String("user") != "" && c.String("switch-user") != "" {
+		return fmt.Errorf("%w: -u %q and -S %q both name the user: give one", config.ErrInvalid, c.String("user"), c.String("switch-user"))
+	}
+	return withStore(func(c *cli.Context, s *images.Store) error {
+		img, root, err := imageRoot(c, s, ref)
+		if err != nil {
+			return err
+		}
+		cfg, err := imageSandbox(c, img, root, argv)
+		if err != nil {
+			return err
+		}
+		signals, stopSignals := options.Signals()
+		defer stopSignals()
+		return options.Finished(sandbox.Run(cfg, sandbox.IO{Stdin: c.App.Reader, Stdout: c.App.Writer, Stderr: c.App.ErrWriter, Signals: signals}))
+	})(c)
+}
+
+// imageRoot finds the image (pulling it when the store lacks it) and its
+// flattened root.
+func imageRoot(c *cli.Context, s *images.Store, ref string) (*images.Image, string, error) {
 	img, err := s.Get(ref)
 	if errors.Is(err, images.ErrNotFound) {
-		img, err = s.Pull(ctx, ref, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
+		img, err = s.Pull(c.Context, ref, pullOptions(c))
 	}
 	if err != nil {
-		return 0, err
+		return nil, "", err
 	}
 	root, err := s.RootFS(img)
 	if errors.Is(err, images.ErrDamaged) {
 		// A blob was damaged on disk and is gone now: fetch exactly
 		// this image again, by its digest, if its registry has it.
-		if again, perr := refetch(ctx, s, img, c.Bool("insecure")); perr == nil {
+		if again, perr := refetch(c.Context, s, img, c.Bool("insecure")); perr == nil {
 			img = again
 			root, err = s.RootFS(img)
 		}
 	}
-	if err != nil {
-		return 0, err
-	}
+	return img, root, err
+}
+
+// imageSandbox is the sandbox that runs img on root: what the image's
+// config says, unless the command line says otherwise.
+func imageSandbox(c *cli.Context, img *images.Image, root string, argv []string) (*config.Sandbox, error) {
 	var entrypoint *string
 	if c.IsSet("entrypoint") {
 		e := c.String("entrypoint")
@@ -234,31 +263,20 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 	}
 	cmdline := imageCommand(img.Config, entrypoint, argv)
 	if len(cmdline) == 0 {
-		return 0, fmt.Errorf("%w: image %s has no entrypoint or command, and none was given", config.ErrInvalid, img.Ref)
-	}
-	if c.String("root") != "" {
-		return 0, fmt.Errorf("%w: -r: the image is the root", config.ErrInvalid)
-	}
-	if c.String("user") != "" && c.String("switch-user") != "" {
-		return 0, fmt.Errorf("%w: -u %q and -S %q both name the user: give one", config.ErrInvalid, c.String("user"), c.String("switch-user"))
+		return nil, fmt.Errorf("%w: image %s has no entrypoint or command, and none was given", config.ErrInvalid, img.Ref)
 	}
 	cfg, err := options.ConfigOnRoot(c, cmdline, root)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	cfg.WritableRoot = true
 	applyImageConfig(cfg, img.Config, c)
 	// An image runs as root unless it says otherwise: in a user
 	// namespace by default, as container runtimes run it.
 	if cfg.Identity.UserNS, err = options.UserNS(c, cfg.Driver, true); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return 0, err
-	}
-	signals, stopSignals := options.Signals()
-	defer stopSignals()
-	return sandbox.Run(cfg, sandbox.IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Signals: signals})
+	return cfg, cfg.Validate()
 }
 
 // dockerRunFlags are docker run's options for what the image's config
