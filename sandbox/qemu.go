@@ -14,6 +14,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/initrd"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/kvm"
@@ -297,13 +298,7 @@ func CacheDir() string {
 	if d := os.Getenv("VIRT_SANDBOX_CACHE_DIR"); filepath.IsAbs(d) {
 		return d
 	}
-	if os.Getuid() == 0 {
-		return "/var/cache/virt-sandbox"
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "virt-sandbox")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-cache-%d", os.Getuid()))
+	return hostdirs.Cache()
 }
 
 // qemuStateDir is where qemu:///system keeps each domain's private files.

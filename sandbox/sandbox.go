@@ -22,6 +22,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -652,9 +653,7 @@ func removeLeftovers(cfg *config.Sandbox) {
 		case "qemu:///system":
 			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
 		case "qemu:///session":
-			if cache, err := os.UserCacheDir(); err == nil {
-				os.Remove(filepath.Join(cache, "libvirt", "qemu", "log", cfg.Name+".log"))
-			}
+			os.Remove(filepath.Join(hostdirs.LibvirtSessionLogs(), cfg.Name+".log"))
 		}
 	}
 }
