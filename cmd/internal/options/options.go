@@ -139,6 +139,9 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		if err != nil {
 			return nil, err
 		}
+		if n.User && drv != config.QEMU {
+			return nil, fmt.Errorf("%w: -N %q: %s", config.ErrInvalid, spec, config.UserNetworkIsQEMUs)
+		}
 		s.Networks = append(s.Networks, n)
 	}
 	if s.Kernel, err = kernel(c, drv); err != nil {
