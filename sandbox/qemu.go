@@ -154,6 +154,11 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	}
 
 	virtType := cfg.Kernel.VirtType
+	if virtType == "kvm" {
+		if err := unix.Access(kvm.Device, unix.R_OK|unix.W_OK); err != nil {
+			return nil, fmt.Errorf("--virt-type kvm: %s: %v (it takes group kvm; without --virt-type, QEMU uses TCG)", kvm.Device, err)
+		}
+	}
 	if virtType == "" {
 		virtType = "qemu"
 		if ok, reason := kvm.Usable(CacheDir()); ok {
