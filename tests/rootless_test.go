@@ -204,6 +204,32 @@ func TestRootlessService(t *testing.T) {
 	r.want(t, 4, plainUser+"\n")
 	c.ok(t, "", "stop", name)
 	c.wantStatus(t, name, "stopped")
+	testUserUnit(t, c, name)
 	c.ok(t, "", "delete", name)
 	checkRefused(t, c.svc(t, "status", name), "no such service")
+}
+
+// testUserUnit: systemd-unit gives the user a user unit, which needs no
+// libvirtd.service, and passes systemd-analyze --user verify.
+func testUserUnit(t *testing.T, c *caller, name string) {
+	r := c.svc(t, "systemd-unit", name)
+	if r.code != 0 || !strings.Contains(r.stdout, "WantedBy=default.target\n") || strings.Contains(r.stdout, "libvirtd.service") {
+		t.Fatalf("systemd-unit: exit %d; want a user unit, got:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	// systemd-analyze --user needs a runtime directory.
+	dir := hostDir(t)
+	os.Chown(dir, int(c.cred.Uid), int(c.cred.Gid))
+	unit := filepath.Join(dir, "virt-sandbox-"+name+".service")
+	writeFile(t, unit, r.stdout, 0o644)
+	v := *c
+	v.env = append(append([]string{}, c.env...), "XDG_RUNTIME_DIR="+dir)
+	if r := v.run(t, nil, "systemd-analyze", "--user", "verify", unit); r.code != 0 {
+		t.Errorf("systemd-analyze --user verify: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = c.svc(t, "systemd-unit", "--install", name)
+	installed := filepath.Join(c.dir, ".config", "systemd", "user", "virt-sandbox-"+name+".service")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "installed "+installed+" (systemctl --user daemon-reload;") {
+		t.Errorf("systemd-unit --install: exit %d, %q; want it installed in %s; stderr:\n%s", r.code, r.stdout, installed, r.stderr)
+	}
+	os.Remove(installed)
 }
