@@ -97,6 +97,7 @@ func TestRootlessOneShot(t *testing.T) {
 		}
 	})
 	t.Run("user network", func(t *testing.T) { t.Parallel(); testUserNetwork(t, c) })
+	t.Run("interrupted", func(t *testing.T) { t.Parallel(); testInterrupted(t, c) })
 	t.Run("refused", func(t *testing.T) {
 		t.Parallel()
 		for _, tt := range []struct {
@@ -139,6 +140,35 @@ func testUserNetwork(t *testing.T, c *caller) {
 		`ip -4 -o addr show dev eth0 | awk '{print $4}'; ip -4 route show default | cut -d' ' -f1-3; cat /etc/resolv.conf
 python3 -c 'import socket; print(socket.create_connection(("10.0.2.2", %d), 30).makefile().readline(), end="")'`, port))
 	r.want(t, 0, "10.0.2.15/24\ndefault via 10.0.2.2\nnameserver 10.0.2.3\nhello from the host\n")
+}
+
+// testInterrupted: a program that ignores SIGINT outlives the grace period
+// and the launcher destroys its sandbox; nothing of it is left, not even
+// libvirt's log of the domain, which libvirt finishes after QEMU is gone.
+func testInterrupted(t *testing.T, c *caller) {
+	name := "sandbox-rootless-int-" + randomHex(t)
+	cmd := c.command(context.Background(), launcher, "-c", sessionURI, "-n", name, "--", "/bin/sh", "-c", `trap "" INT; echo up; exec sleep 600`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, 3)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "up\n" {
+		cmd.Process.Kill()
+		t.Fatalf("the program did not start: %v", cmd.Wait())
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit %d after SIGINT and the grace period, want 130", code)
+	}
+	log := filepath.Join(c.dir, ".cache", "libvirt", "qemu", "log", name+".log")
+	if _, err := os.Stat(log); err == nil {
+		t.Errorf("libvirt's log of the domain is left: %s", log)
+	}
 }
 
 // checkNoState checks that the caller's state root, in /tmp without
