@@ -200,7 +200,12 @@ type Disk struct {
 
 // Network is one interface of the sandbox.
 type Network struct {
-	DHCP      bool     `json:"dhcp,omitempty"`
+	DHCP bool `json:"dhcp,omitempty"`
+	// User is QEMU's user-mode network (slirp) instead of a libvirt
+	// network: outgoing connections through the caller's own sockets,
+	// which needs no rights on the host, so a qemu:///session caller can
+	// have it. Its address comes by DHCP.
+	User      bool     `json:"user,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 	Routes    []Route  `json:"routes,omitempty"`
 	// Source is the libvirt network the interface attaches to.

@@ -332,7 +332,7 @@ func ParseNetwork(spec string) (Network, error) {
 
 func parseNetwork(spec string) (Network, error) {
 	if spec == "" {
-		return Network{}, errors.New("empty (want dhcp or address=IP/PREFIX)")
+		return Network{}, errors.New("empty (want dhcp, user or address=IP/PREFIX)")
 	}
 	var n Network
 	for _, opt := range strings.Split(spec, ",") {
@@ -343,10 +343,12 @@ func parseNetwork(spec string) (Network, error) {
 	if err := checkNetworkShape(n); err != nil {
 		return Network{}, err
 	}
+	// QEMU's user-mode network hands out its address by DHCP.
+	n.DHCP = n.DHCP || n.User
 	return n, nil
 }
 
-const networkOptions = "dhcp, address=, route=, source=, mac=, filter= or filter.KEY="
+const networkOptions = "dhcp, user, address=, route=, source=, mac=, filter= or filter.KEY="
 
 // setOption applies one option of a -N spec.
 func (n *Network) setOption(opt string) error {
@@ -354,14 +356,15 @@ func (n *Network) setOption(opt string) error {
 	switch {
 	case opt == "":
 		return errors.New("empty option")
-	case key == "dhcp":
+	case key == "dhcp" || key == "user":
+		flag := map[string]*bool{"dhcp": &n.DHCP, "user": &n.User}[key]
 		if hasVal {
-			return fmt.Errorf("option %q: dhcp takes no value", opt)
+			return fmt.Errorf("option %q: %s takes no value", opt, key)
 		}
-		if n.DHCP {
-			return errors.New("dhcp given twice")
+		if *flag {
+			return fmt.Errorf("%s given twice", key)
 		}
-		n.DHCP = true
+		*flag = true
 	case !hasVal:
 		return fmt.Errorf("unknown option %q (want %s)", opt, networkOptions)
 	case key == "address":
@@ -662,10 +665,12 @@ func checkFilterParam(key, val string) error {
 // checkNetworkShape checks the rules that tie a network's fields together.
 func checkNetworkShape(n Network) error {
 	switch {
+	case n.User && (n.Source != "" || n.Filter != "" || len(n.Addresses) > 0 || len(n.Routes) > 0):
+		return errors.New("user cannot be combined with source=, address=, route= or filter= (QEMU's user-mode network gives its own address by DHCP, and has no libvirt network or filter)")
 	case n.DHCP && len(n.Addresses) > 0:
 		return fmt.Errorf("dhcp cannot be combined with addresses %q", n.Addresses)
-	case !n.DHCP && len(n.Addresses) == 0:
-		return errors.New("needs dhcp or address=")
+	case !n.DHCP && !n.User && len(n.Addresses) == 0:
+		return errors.New("needs dhcp, user or address=")
 	case len(n.Routes) > 0 && len(n.Addresses) == 0:
 		// DHCP brings its own routes; static ones need a static address to route from.
 		return errors.New("route= needs address=")

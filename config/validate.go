@@ -233,10 +233,16 @@ func (s *Sandbox) validateDisks() error {
 	return nil
 }
 
+// UserNetworkIsQEMUs says why -N user is refused on LXC.
+const UserNetworkIsQEMUs = "QEMU's user-mode network is for QEMU sandboxes only (an LXC sandbox joins a libvirt network: -N dhcp,source=NET)"
+
 func (s *Sandbox) validateNetworks() error {
 	for i, n := range s.Networks {
 		if err := validateNetwork(n); err != nil {
 			return fmt.Errorf("networks[%d]%v", i, err)
+		}
+		if n.User && s.Driver != QEMU {
+			return fmt.Errorf("networks[%d].user: %s", i, UserNetworkIsQEMUs)
 		}
 	}
 	return nil

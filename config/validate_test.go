@@ -53,6 +53,7 @@ func fullSandbox() *Sandbox {
 				Routes:    []Route{{Dest: "0.0.0.0/0", Gateway: "192.168.122.1"}, {Dest: "::/0", Gateway: "2001:db8::1"}},
 				Source:    "private",
 			},
+			{User: true, DHCP: true, MAC: "52:54:00:12:34:57"},
 		},
 		Security: Security{Label: "static", Value: "system_u:system_r:svirt_t:s0:c412,c355"},
 		Kernel: Kernel{
@@ -122,7 +123,9 @@ func TestValidate(t *testing.T) {
 		{name: "disk duplicate tag", mod: addDisk(Disk{Tag: "a", Source: "/a"}, Disk{Tag: "a", Source: "/b"}), wantErr: `disks[1].tag "a": already used by disks[0]`},
 		{name: "disk no source", mod: addDisk(Disk{Tag: "a"}), wantErr: `disks[0].source "": empty`},
 		{name: "disk format", mod: addDisk(Disk{Tag: "a", Source: "/a", Format: "vdi"}), wantErr: `disks[0].format "vdi": unknown`},
-		{name: "network empty", mod: addNet(Network{Source: "default"}), wantErr: `networks[0]: needs dhcp or address=`},
+		{name: "network empty", mod: addNet(Network{Source: "default"}), wantErr: `networks[0]: needs dhcp, user or address=`},
+		{name: "network user on LXC", mod: addNet(Network{User: true, DHCP: true}), wantErr: `networks[0].user: QEMU's user-mode network is for QEMU sandboxes only`},
+		{name: "network user and source", mod: addNet(Network{User: true, DHCP: true, Source: "default"}), wantErr: `networks[0]: user cannot be combined with source=`},
 		{name: "network dhcp and address", mod: addNet(Network{DHCP: true, Addresses: []string{"10.0.0.1/8"}}), wantErr: `networks[0]: dhcp cannot be combined with addresses ["10.0.0.1/8"]`},
 		{name: "network bad address", mod: addNet(Network{DHCP: true}, Network{Addresses: []string{"10.0.0.1/8", "10.0.0.300/8"}}), wantErr: `networks[1].addresses[1] "10.0.0.300/8"`},
 		{name: "network route without gateway", mod: addNet(Network{Addresses: []string{"10.0.0.1/8"}, Routes: []Route{{Dest: "0.0.0.0/0"}}}), wantErr: `networks[0].routes[0]: missing gateway`},

@@ -38,6 +38,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 )
 
 // ErrNotFound is wrapped by errors about an image, reference or registry
@@ -78,18 +80,7 @@ func DefaultDir() string {
 	if d := os.Getenv("VIRT_SANDBOX_IMAGE_STORE"); filepath.IsAbs(d) {
 		return d
 	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/virt-sandbox/images"
-	}
-	// The XDG spec says to ignore relative values.
-	if d := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "virt-sandbox", "images")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		home = "/"
-	}
-	return filepath.Join(home, ".local", "share", "virt-sandbox", "images")
+	return hostdirs.Images()
 }
 
 // Open opens the store in dir, creating its layout if needed.

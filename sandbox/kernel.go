@@ -150,13 +150,13 @@ func cachedKernel(cacheDir, path string) (string, error) {
 	key := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%d", path, fi.Size(), fi.ModTime().UnixNano())))
 	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%x", filepath.Base(path), key[:8]))
 	if same, err := sameContent(dst, path); err != nil {
-		return "", fmt.Errorf("kernel: %w", err)
+		return "", kernelReadError(err)
 	} else if same {
 		return dst, nil
 	}
 	src, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("kernel: %w", err)
+		return "", kernelReadError(err)
 	}
 	defer src.Close()
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -170,6 +170,15 @@ func cachedKernel(cacheDir, path string) (string, error) {
 		return "", cacheError("kernel cache", cacheDir, err)
 	}
 	return dst, nil
+}
+
+// kernelReadError says what to do about a kernel the caller cannot read
+// (some distributions install them 0600).
+func kernelReadError(err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("kernel: %w (QEMU runs as you and reads it: make it readable, or give --kernpath a copy you can read)", err)
+	}
+	return fmt.Errorf("kernel: %w", err)
 }
 
 // sameContent tells whether the file copy has the content of orig; a copy

@@ -32,9 +32,18 @@ func connect(uri string) (*libvirt.Connect, error) {
 	}
 	conn, err := libvirt.NewConnect(uri)
 	if err != nil {
-		return nil, libvirtError("connecting to "+uri, err)
+		return nil, fmt.Errorf("%w%s", libvirtError("connecting to "+uri, err), connectHint(uri, err))
 	}
 	return conn, nil
+}
+
+// connectHint says what a caller refused by libvirtd's socket can do.
+func connectHint(uri string, err error) string {
+	var le libvirt.Error
+	if !errors.As(err, &le) || !strings.Contains(le.Message, "Permission denied") || strings.Contains(uri, "/session") {
+		return ""
+	}
+	return " (the system libvirtd takes root or group libvirt; qemu:///session runs QEMU as you)"
 }
 
 // libvirtError makes one line of a libvirt error (libvirt's own messages

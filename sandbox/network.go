@@ -2,10 +2,14 @@ package sandbox
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"sort"
 
+	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
 // DefaultNetwork is the libvirt network an interface joins without source=.
@@ -18,20 +22,16 @@ func (r *run) interfaces(model string) ([]libvirtxml.DomainInterface, error) {
 	var ifaces []libvirtxml.DomainInterface
 	for i := range r.cfg.Networks {
 		n := &r.cfg.Networks[i]
-		if n.Source == "" {
-			n.Source = DefaultNetwork
-		}
-		net, err := r.conn.LookupNetworkByName(n.Source)
+		source, err := r.interfaceSource(n)
 		if err != nil {
-			return nil, libvirtError(fmt.Sprintf("-N source=%s", n.Source), err)
+			return nil, err
 		}
-		net.Free()
 		if n.MAC == "" {
 			n.MAC = newMAC()
 		}
 		iface := libvirtxml.DomainInterface{
 			MAC:    &libvirtxml.DomainInterfaceMAC{Address: n.MAC},
-			Source: &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: n.Source}},
+			Source: source,
 		}
 		if model != "" {
 			iface.Model = &libvirtxml.DomainInterfaceModel{Type: model}
@@ -56,6 +56,28 @@ func (r *run) interfaces(model string) ([]libvirtxml.DomainInterface, error) {
 		ifaces = append(ifaces, iface)
 	}
 	return ifaces, nil
+}
+
+// interfaceSource is what an interface attaches to: QEMU's user-mode
+// network, or a libvirt network of the connection, which must exist.
+func (r *run) interfaceSource(n *config.Network) (*libvirtxml.DomainInterfaceSource, error) {
+	if n.User {
+		return &libvirtxml.DomainInterfaceSource{User: &libvirtxml.DomainInterfaceSourceUser{}}, nil
+	}
+	option := "-N source=" + n.Source
+	if n.Source == "" {
+		n.Source, option = DefaultNetwork, "-N"
+	}
+	net, err := r.conn.LookupNetworkByName(n.Source)
+	var le libvirt.Error
+	if errors.As(err, &le) && le.Code == libvirt.ERR_NO_NETWORK && r.cfg.URI == "qemu:///session" {
+		return nil, fmt.Errorf("%s: qemu:///session has no libvirt network %q, and a session cannot make one (it needs root for a bridge): -N user gives QEMU's user-mode network", option, n.Source)
+	}
+	if err != nil {
+		return nil, libvirtError(option, err)
+	}
+	net.Free()
+	return &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: n.Source}}, nil
 }
 
 // newMAC is a random address in the range QEMU and libvirt use for guests.

@@ -14,6 +14,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/initrd"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/kvm"
@@ -153,6 +154,11 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	}
 
 	virtType := cfg.Kernel.VirtType
+	if virtType == "kvm" {
+		if err := unix.Access(kvm.Device, unix.R_OK|unix.W_OK); err != nil {
+			return nil, fmt.Errorf("--virt-type kvm: %s: %v (it takes group kvm; without --virt-type, QEMU uses TCG)", kvm.Device, err)
+		}
+	}
 	if virtType == "" {
 		virtType = "qemu"
 		if ok, reason := kvm.Usable(CacheDir()); ok {
@@ -297,13 +303,7 @@ func CacheDir() string {
 	if d := os.Getenv("VIRT_SANDBOX_CACHE_DIR"); filepath.IsAbs(d) {
 		return d
 	}
-	if os.Getuid() == 0 {
-		return "/var/cache/virt-sandbox"
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "virt-sandbox")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-cache-%d", os.Getuid()))
+	return hostdirs.Cache()
 }
 
 // qemuStateDir is where qemu:///system keeps each domain's private files.

@@ -22,6 +22,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -96,6 +97,10 @@ type run struct {
 	channel  channel
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
+	// destroying is held while a destroy is under way, often in another
+	// goroutine (a signal, the timeout): the relay ends as soon as QEMU is
+	// killed, before libvirt has written the end of the domain's log.
+	destroying sync.Mutex
 	// logDir is a service's log share.
 	logDir string
 	// request, for a service, is what to ask of it instead of running
@@ -130,8 +135,12 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
 	defer r.cleanup()
 	// Registered before the other clean-ups, so it runs after the domain
-	// is gone.
-	r.onCleanup(func() { removeLeftovers(cfg) })
+	// is gone and any destroy has ended (else libvirt writes the log again).
+	r.onCleanup(func() {
+		r.destroying.Lock()
+		defer r.destroying.Unlock()
+		removeLeftovers(cfg)
+	})
 	if cfg.Timeout > 0 {
 		timer := time.AfterFunc(cfg.Timeout, func() {
 			r.timedOut.Store(true)
@@ -619,6 +628,8 @@ func (r *run) handleSignals(t *terminal, signals chan<- syscall.Signal, resizes 
 // destroy ends the domain at once: only on errors, interrupts and detaches,
 // since the normal end (PID 1 exits or powers off) is much faster.
 func (r *run) destroy() {
+	r.destroying.Lock()
+	defer r.destroying.Unlock()
 	r.domMu.Lock()
 	dom := r.dom
 	r.domMu.Unlock()
@@ -652,9 +663,7 @@ func removeLeftovers(cfg *config.Sandbox) {
 		case "qemu:///system":
 			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
 		case "qemu:///session":
-			if cache, err := os.UserCacheDir(); err == nil {
-				os.Remove(filepath.Join(cache, "libvirt", "qemu", "log", cfg.Name+".log"))
-			}
+			os.Remove(filepath.Join(hostdirs.LibvirtSessionLogs(), cfg.Name+".log"))
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -27,29 +28,10 @@ import (
 var ErrNoService = errors.New("no such service")
 
 // ServicesDir holds one directory per service.
-func ServicesDir() string {
-	if os.Getuid() == 0 {
-		return "/etc/virt-sandbox/services"
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "virt-sandbox", "services")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-services-%d", os.Getuid()))
-}
+func ServicesDir() string { return hostdirs.Services() }
 
 // LogDir is where a service's program output is kept.
-func LogDir(name string) string {
-	if os.Getuid() == 0 {
-		return filepath.Join("/var/log/virt-sandbox", name)
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "virt-sandbox", name)
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "virt-sandbox", name)
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-logs-%d", os.Getuid()), name)
-}
+func LogDir(name string) string { return filepath.Join(hostdirs.Logs(), name) }
 
 // LogPath is the file holding a service's program output.
 func LogPath(name string) string { return filepath.Join(LogDir(name), config.LogFile) }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 )
 
 // StateRoot is where runs keep their state directories: per user, in
@@ -20,13 +22,7 @@ func StateRoot() string {
 	if d := os.Getenv("VIRT_SANDBOX_STATE_DIR"); filepath.IsAbs(d) {
 		return filepath.Join(d, "virt-sandbox")
 	}
-	if os.Getuid() == 0 {
-		return "/run/virt-sandbox"
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "virt-sandbox")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("virt-sandbox-%d", os.Getuid()))
+	return hostdirs.Runtime()
 }
 
 // InitPath finds the guest init binary: $VIRT_SANDBOX_INIT, beside the
@@ -66,6 +62,9 @@ func (r *run) prepareState() error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	if err := checkPrivate(root); err != nil {
+		return err
+	}
 	sweepStale(root)
 	rootLock, err := lockPath(root, unix.LOCK_SH)
 	if err != nil {
@@ -95,6 +94,21 @@ func (r *run) prepareState() error {
 		held.Close()
 	})
 	return r.prepareFiles()
+}
+
+// checkPrivate refuses a state root that another user could change: in a
+// shared temporary directory (a caller without $XDG_RUNTIME_DIR) anyone
+// may have made it first, and it holds the programs' arguments and
+// environment.
+func checkPrivate(root string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(root, &st); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o022 != 0 {
+		return fmt.Errorf("state directory %s: not a private directory of yours (owner uid %d, mode %04o): remove it, or set VIRT_SANDBOX_STATE_DIR", root, st.Uid, st.Mode&0o7777)
+	}
+	return nil
 }
 
 // stateError names the state directory, not the file of the run's own

@@ -17,6 +17,8 @@
 #           plain   qemu-system-x86_64 run by hand booting the same kernel
 #                   with an init that powers off at once (tests/bench/poweroff):
 #                   what booting the kernel costs; target ours <= 1.25x.
+#         and -c qemu:///session as sandbox-user (no group, no KVM; made by
+#           setup-host.sh) against qemu:///system: what rootless costs.
 #   initrd  one QEMU sandbox with the initrd cache emptied, then one more,
 #           printing the launcher's own report of building / finding it.
 #   FLATTEN tests/bench/flatten.sh (which runs alone too): the image store's
@@ -116,6 +118,17 @@ measure lxcpnouns  "$lxc_runs" 2 "$launcher" -c lxc:/// -p --userns off /bin/tru
 # bwrap takes milliseconds: many more runs cost nothing.
 measure bwrap  $((lxc_runs * 10)) 5 bwrap --ro-bind / / /bin/true
 measure qemu   "$qemu_runs" 1 "$launcher" -c qemu:///system /bin/true
+# Rootless: the user's own session libvirtd (started by the first run) and
+# caches. Only where that user can reach the launcher (not a tree in /root).
+session_user=sandbox-user
+if [ "$(id -u)" -eq 0 ] && id "$session_user" >/dev/null 2>&1 &&
+	runuser -u "$session_user" -- test -x "$launcher"; then
+	measure session "$qemu_runs" 1 runuser -u "$session_user" -- env -i PATH="$PATH" \
+		HOME="$(getent passwd "$session_user" | cut -d: -f6)" "$launcher" -c qemu:///session /bin/true
+else
+	log "not measuring qemu:///session: needs root, $session_user and a launcher it can run"
+	median[session]=FAILED
+fi
 measure plain  "$qemu_runs" 1 qemu-system-x86_64 -accel "$qemu_accel" -m 512 \
 	-nodefaults -display none -no-reboot -serial none \
 	-kernel "$kernel" -initrd "$work/poweroff.cpio" \
@@ -239,7 +252,9 @@ printf '%-48s %s\n' \
 	"      -p / -p --userns off" "$(ratio lxcp lxcpnouns)" \
 	"QEMU  virt-sandbox -c qemu:///system /bin/true" "$(secs qemu)" \
 	"      plain qemu boot, init powers off" "$(secs plain)" \
-	"      ours / plain" "$(ratio qemu plain 1.25)"
+	"      ours / plain" "$(ratio qemu plain 1.25)" \
+	"      -c qemu:///session as $session_user" "$(secs session)" \
+	"      session / system" "$(ratio session qemu)"
 printf '%-48s %s\n' \
 	"read 1 GiB  on the host" "$read_host s" \
 	"            in a QEMU sandbox (9p root)" "$read_qemu s" \

@@ -88,8 +88,10 @@ func leftovers() []string {
 		}
 	}
 	roots := []string{"/run/virt-sandbox"}
-	if u, err := user.Lookup(testUser); err == nil {
-		roots = append(roots, filepath.Join(os.TempDir(), "virt-sandbox-"+u.Uid))
+	for _, name := range []string{testUser, plainUser} {
+		if u, err := user.Lookup(name); err == nil {
+			roots = append(roots, filepath.Join(os.TempDir(), "virt-sandbox-"+u.Uid))
+		}
 	}
 	for _, root := range roots {
 		entries, _ := os.ReadDir(root)

@@ -38,6 +38,14 @@ if ! id sandbox-test >/dev/null 2>&1; then
 	useradd --create-home --groups libvirt --shell /bin/sh sandbox-test
 fi
 
+# A caller with no rights at all, for qemu:///session: not in group libvirt
+# (it cannot reach libvirtd's sockets) nor kvm (its QEMU runs under TCG, as
+# on any host without KVM), so the tests show what a plain user gets.
+if ! id sandbox-user >/dev/null 2>&1; then
+	log "adding user sandbox-user"
+	useradd --create-home --shell /bin/sh sandbox-user
+fi
+
 # A range of ids for the user namespaces of LXC sandboxes (--userns on,
 # the default with -p and for images) of callers without a range of their
 # own in /etc/subuid and /etc/subgid, root among them: above what useradd

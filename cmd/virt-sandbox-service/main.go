@@ -101,7 +101,7 @@ func commands() []*cli.Command {
 			Action:    autostart,
 		},
 		onService("systemd-unit", "print a systemd unit that starts and stops the service, or install it",
-			[]cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system"}},
+			[]cli.Flag{&cli.BoolFlag{Name: "install", Usage: "write it to /etc/systemd/system (root) or ~/.config/systemd/user"}},
 			func(c *cli.Context, n string) error { return systemdUnit(n, c.Bool("install"), c.App.Writer) }),
 	}
 }

@@ -6,14 +6,13 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox"
 )
 
-// unitDir is where --install puts units.
-const unitDir = "/etc/systemd/system"
-
 // systemdUnit prints, or installs, a unit that starts the service with the
-// system and stops it gracefully.
+// system and stops it gracefully: a system unit for root, a user unit for
+// anyone else, whose session libvirtd the client starts itself.
 func systemdUnit(name string, install bool, stdout io.Writer) error {
 	if _, err := sandbox.ServiceConfig(name); err != nil {
 		return err
@@ -22,11 +21,15 @@ func systemdUnit(name string, install bool, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The system libvirtd is a unit; a session libvirtd is started by the
+	// client that needs it.
+	requires, wantedBy, systemctl := "Requires=libvirtd.service\nAfter=libvirtd.service\n", "multi-user.target", "systemctl"
+	if os.Geteuid() != 0 {
+		requires, wantedBy, systemctl = "", "default.target", "systemctl --user"
+	}
 	unit := fmt.Sprintf(`[Unit]
 Description=virt-sandbox service %[1]s
-Requires=libvirtd.service
-After=libvirtd.service
-
+%[3]s
 [Service]
 Type=oneshot
 RemainAfterExit=yes
@@ -35,16 +38,20 @@ ExecStop=%[2]s stop %[1]s
 TimeoutStopSec=30
 
 [Install]
-WantedBy=multi-user.target
-`, name, exe)
+WantedBy=%[4]s
+`, name, exe, requires, wantedBy)
 	if !install {
 		_, err := io.WriteString(stdout, unit)
 		return err
 	}
-	path := filepath.Join(unitDir, "virt-sandbox-"+name+".service")
+	dir := hostdirs.SystemdUnits()
+	path := filepath.Join(dir, "virt-sandbox-"+name+".service")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
 	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "installed %s (systemctl daemon-reload; systemctl enable --now %s)\n", path, filepath.Base(path))
+	fmt.Fprintf(stdout, "installed %s (%s daemon-reload; %s enable --now %s)\n", path, systemctl, systemctl, filepath.Base(path))
 	return nil
 }

@@ -54,9 +54,12 @@ func Usable(cacheDir string) (ok bool, reason string) {
 // its start-up.
 var bootReached = []string{"enter handle_19", "Booting from"}
 
+// Device is KVM's device, which QEMU opens as its caller.
+const Device = "/dev/kvm"
+
 func probe() (bool, string) {
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return false, "no /dev/kvm"
+	if _, err := os.Stat(Device); err != nil {
+		return false, "no " + Device
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()

@@ -45,7 +45,7 @@ func Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "pass-env", Usage: "pass the caller's environment variables named `NAME` through; NAME may be a glob such as 'GO*' (repeatable)"},
 		&cli.GenericFlag{Name: "timeout", Value: new(duration), Usage: "destroy the sandbox after `DURATION` (seconds, or 90s, 10m) and exit 124"},
 		&cli.GenericFlag{Name: "start-timeout", Value: new(duration), Usage: "give up when the sandbox has not started within `DURATION` (default 30s for LXC, 3m for QEMU), exit 125"},
-		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE] (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
+		&cli.StringSliceFlag{Name: "network", Aliases: []string{"N"}, Usage: "an interface: `dhcp[,source=NET][,mac=MAC]`, address=IP/PREFIX[%BCAST],route=NET/PREFIX%GW[,source=NET][,mac=MAC], filter=NAME[,filter.KEY=VALUE], or user[,mac=MAC] for QEMU's user-mode network, which qemu:///session can have (repeatable; NET is a libvirt network, default 'default'; without -N only loopback)", Category: "Network"},
 		&cli.StringFlag{Name: "memory", Usage: "memory `SIZE` (e.g. 512M, 2G; a bare number is MiB; QEMU default 512M, LXC default no limit)", Category: "Machine"},
 		&cli.UintFlag{Name: "vcpus", Usage: "number of virtual CPUs (QEMU; default 1)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernpath", Usage: "kernel image `PATH` (QEMU; default /boot/vmlinuz-VERSION)", Category: "Machine"},
@@ -138,6 +138,9 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		n, err := config.ParseNetwork(spec)
 		if err != nil {
 			return nil, err
+		}
+		if n.User && drv != config.QEMU {
+			return nil, fmt.Errorf("%w: -N %q: %s", config.ErrInvalid, spec, config.UserNetworkIsQEMUs)
 		}
 		s.Networks = append(s.Networks, n)
 	}
