@@ -39,7 +39,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // ErrNotFound is wrapped by errors about an image, reference or registry

@@ -14,8 +14,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/initrd"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/kvm"
 )

@@ -22,8 +22,8 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // IO is the caller's side of the program's stdio.

@@ -16,8 +16,8 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // A service is a sandbox that is kept: exactly its saved config (nothing is

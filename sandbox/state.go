@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // StateRoot is where runs keep their state directories: per user, in

@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/virt-sandbox/virt-sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // systemdUnit prints, or installs, a unit that starts the service with the
