@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
@@ -221,6 +223,20 @@ func Decode(b []byte) (*Sandbox, error) {
 	return &s, nil
 }
 
+// Remote tells a libvirt URI of another machine, one with a host or a
+// network transport (qemu+ssh://host/system, lxc+tcp://host/,
+// qemu+ssh:///system), from one of this machine (lxc:///, qemu:///system,
+// qemu+unix:///system, qemu:///embed?root=DIR). The files a remote
+// sandbox's config names are that machine's.
+func Remote(uri string) bool {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return true
+	}
+	_, transport, _ := strings.Cut(u.Scheme, "+")
+	return u.Host != "" || (transport != "" && transport != "unix")
+}
+
 // Paths inside every sandbox. The launcher shares the config directory (the
 // run's state directory) and the init binary there, and the init reads them.
 const (
@@ -237,6 +253,15 @@ const (
 	// GuestIncludes is the directory of the config share holding the
 	// include files, laid out as their guest paths.
 	GuestIncludes = "includes"
+)
+
+// FilesEnv, in the init's environment, tells where the run's files (the
+// config and the include files) are: FilesOnChannel when the launcher
+// sends them on the app channel, for a sandbox on a remote host that
+// shares no directory with it; otherwise in the config share at GuestDir.
+const (
+	FilesEnv       = "VIRT_SANDBOX_FILES"
+	FilesOnChannel = "channel"
 )
 
 // The names a QEMU sandbox's devices carry, which the launcher gives and

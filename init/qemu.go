@@ -138,10 +138,11 @@ func mountRoot(b *boot) error {
 		return err
 	}
 	b.newRoot, b.overlaid = root, overlaid
-	return mountAll([]mount{
-		{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
-	})
+	mounts := []mount{{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}
+	if !filesOnChannel() {
+		mounts = append(mounts, mount{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts})
+	}
+	return mountAll(mounts)
 }
 
 // switchToRoot makes the root /.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -373,6 +372,9 @@ func (r *run) relay() (console.Status, error) {
 		// The program reads its stdin itself: the relay must not.
 		host.Stdin, host.Handover = nil, handover
 	}
+	if r.remote() && r.request == nil {
+		host.Files = r.runFiles()
+	}
 	done := make(chan struct{})
 	defer close(done)
 	if r.created.IsZero() {
@@ -454,12 +456,8 @@ type socketChannel struct{ *net.UnixConn }
 
 func (s socketChannel) fail(error) { s.Close() }
 
-// isLocal tells a libvirt URI of this machine (lxc:///, qemu:///system)
-// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
-func isLocal(uri string) bool {
-	u, err := url.Parse(uri)
-	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
-}
+// isLocal tells a libvirt URI of this machine from a remote one.
+func isLocal(uri string) bool { return !config.Remote(uri) }
 
 // lockSession takes the lock of a service's session channel i, or fails
 // at once when another session holds it.
@@ -633,6 +631,9 @@ func (r *run) destroyIfActive() {
 // directories and socket. Each one-shot run has a name of its own, so
 // they would pile up by the thousand.
 func removeLeftovers(cfg *config.Sandbox) {
+	if !isLocal(cfg.URI) {
+		return
+	}
 	switch cfg.Driver {
 	case config.LXC:
 		removeLXCLeftovers(cfg.Name)

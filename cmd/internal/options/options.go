@@ -190,8 +190,10 @@ func DriverOf(uri string) (config.Driver, error) {
 // includes and disks.
 func files(c *cli.Context, s *config.Sandbox) error {
 	s.WritableRoot = c.Bool("writable-root")
-	if s.Root == "" {
-		// The host's root: the caller's directory exists there too.
+	if s.Root == "" && !config.Remote(s.URI) {
+		// The host's root: the caller's directory exists there too. A
+		// remote host's root has other directories: the program
+		// starts in its /.
 		if wd, err := os.Getwd(); err == nil {
 			s.Command.Dir = wd
 		}

@@ -1,0 +1,231 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The stand-in remote host: a second libvirtd on TCP loopback that cannot
+// see the launcher's files (tests/remote-host.sh). Started by the first
+// test that needs it, stopped at the end of the run if a test started it.
+var remoteSetup struct {
+	once    sync.Once
+	addr    string
+	pid     string
+	err     error
+	started bool
+}
+
+// remoteHost is the host part of the stand-in remote host's URIs.
+func remoteHost(t *testing.T) string {
+	t.Helper()
+	remoteSetup.once.Do(func() {
+		remoteSetup.started = exec.Command("./remote-host.sh", "pid").Run() != nil
+		out, err := exec.Command("./remote-host.sh", "start").Output()
+		if err != nil {
+			remoteSetup.err = fmt.Errorf("tests/remote-host.sh start: %v", err)
+			return
+		}
+		remoteSetup.addr = strings.TrimSpace(string(out))
+		out, err = exec.Command("./remote-host.sh", "pid").Output()
+		remoteSetup.pid, remoteSetup.err = strings.TrimSpace(string(out)), err
+	})
+	if remoteSetup.err != nil {
+		t.Fatal(remoteSetup.err)
+	}
+	// The set-up proves nothing unless the launcher's files are out of
+	// its sight.
+	for _, p := range launcherPaths(t) {
+		if sameOnRemote(t, p) {
+			t.Fatalf("the remote host sees %s of the launcher's machine", p)
+		}
+	}
+	return remoteSetup.addr
+}
+
+// stopRemoteHost stops the stand-in remote host if this run started it.
+func stopRemoteHost() {
+	if remoteSetup.started && remoteSetup.addr != "" {
+		exec.Command("./remote-host.sh", "stop").Run()
+	}
+}
+
+// onRemote tells whether path exists on the remote host.
+func onRemote(path string) bool {
+	return exec.Command("nsenter", "-t", remoteSetup.pid, "-m", "--", "test", "-e", path).Run() == nil
+}
+
+// sameOnRemote tells whether the remote host sees the launcher's
+// directory at path: the same file, not one of its own of that name.
+func sameOnRemote(t *testing.T, path string) bool {
+	local, err := exec.Command("stat", "-c", "%d:%i", path).Output()
+	if err != nil {
+		t.Fatalf("stat %s: %v", path, err)
+	}
+	there, err := exec.Command("nsenter", "-t", remoteSetup.pid, "-m", "--", "stat", "-c", "%d:%i", path).Output()
+	return err == nil && bytes.Equal(local, there)
+}
+
+// launcherPaths are the places of the launcher's machine a remote domain
+// must never name: the binaries and init under test, the state root, the
+// cache, the image store and the working directory.
+func launcherPaths(t *testing.T) []string {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{binDir, "/run/virt-sandbox", "/var/cache/virt-sandbox", "/var/lib/virt-sandbox", wd}
+}
+
+// domainPaths are the host paths a domain's XML names: its sources
+// (files, directories, sockets, devices), logs, kernel, initrd and
+// emulator; the guest paths (targets, the LXC init) are left out.
+func domainPaths(t *testing.T, domXML string) []string {
+	t.Helper()
+	var paths []string
+	d := xml.NewDecoder(strings.NewReader(domXML))
+	var elem string
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return paths
+		}
+		if err != nil {
+			t.Fatalf("domain XML: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			elem = tok.Name.Local
+			if elem != "source" && elem != "log" {
+				continue
+			}
+			for _, a := range tok.Attr {
+				if slices.Contains([]string{"file", "dir", "path", "dev", "socket"}, a.Name.Local) && strings.HasPrefix(a.Value, "/") {
+					paths = append(paths, a.Value)
+				}
+			}
+		case xml.CharData:
+			if slices.Contains([]string{"kernel", "initrd", "emulator", "backend"}, elem) {
+				paths = append(paths, strings.TrimSpace(string(tok)))
+			}
+		case xml.EndElement:
+			elem = ""
+		}
+	}
+}
+
+// checkRemoteDomain checks that a running remote domain names only files of
+// the remote host, none of the launcher's.
+func checkRemoteDomain(t *testing.T, uri, name string) {
+	t.Helper()
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if out, err = exec.Command("virsh", "-c", uri, "dumpxml", name).Output(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("virsh dumpxml %s: %v", name, err)
+	}
+	paths := domainPaths(t, string(out))
+	if len(paths) < 3 {
+		t.Fatalf("the domain names only %q: the XML was not read\n%s", paths, out)
+	}
+	for _, p := range paths {
+		for _, local := range launcherPaths(t) {
+			if p == local || strings.HasPrefix(p, local+"/") {
+				t.Errorf("the domain names %s, a path of the launcher's machine (%s)", p, local)
+			}
+		}
+		if !onRemote(p) {
+			t.Errorf("the domain names %s, which the remote host lacks", p)
+		}
+	}
+	t.Logf("the domain names %s", strings.Join(paths, " "))
+}
+
+// remoteVolumes lists the volumes of the uploads' pool on the remote host.
+func remoteVolumes(t *testing.T, addr string) []string {
+	t.Helper()
+	out, err := exec.Command("virsh", "-q", "-c", "qemu+tcp://"+addr+"/system", "vol-list", "virt-sandbox").Output()
+	if err != nil {
+		t.Fatalf("virsh vol-list virt-sandbox: %v", err)
+	}
+	var vols []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			vols = append(vols, f[0])
+		}
+	}
+	return vols
+}
+
+// TestRemoteOneShot runs a program on the stand-in remote host on each
+// driver: its stdin, stdout, stderr and exit status are as on a local
+// connection, its domain names nothing of the launcher's machine (the
+// program waits on its stdin while the XML is read), and a second run
+// uploads nothing.
+func TestRemoteOneShot(t *testing.T) {
+	addr := remoteHost(t)
+	for _, uri := range []string{"lxc+tcp://" + addr + "/", "qemu+tcp://" + addr + "/system"} {
+		t.Run(driverName(uri), func(t *testing.T) {
+			t.Parallel()
+			name := uniqueName("remote")
+			// A file of the launcher's machine, which travels with the
+			// config.
+			include := filepath.Join(t.TempDir(), "included")
+			if err := os.WriteFile(include, []byte("included\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdin, feed := io.Pipe()
+			go func() {
+				checkRemoteDomain(t, uri, name)
+				io.WriteString(feed, "from stdin\n")
+				feed.Close()
+			}()
+			r := sandbox(t, opts{stdin: stdin}, "-c", uri, "-n", name, "-e", "GREETING=hi", "-i", "/tmp/inc="+include, "--",
+				"/bin/sh", "-c", `echo "$GREETING from $(pwd)"; cat /tmp/inc; cat; echo to stderr >&2; exit 3`)
+			r.want(t, 3, "hi from /\nincluded\nfrom stdin\n")
+			if r.stderr != "to stderr\n" {
+				t.Errorf("stderr %q, want %q", r.stderr, "to stderr\n")
+			}
+			if out, err := exec.Command("virsh", "-c", uri, "dominfo", name).CombinedOutput(); err == nil {
+				t.Errorf("domain %s left behind on the remote host:\n%s", name, out)
+			}
+
+			before := remoteVolumes(t, addr)
+			again := sandbox(t, opts{}, "-c", uri, "-d", "--", "/bin/true")
+			if again.code != 0 {
+				t.Fatalf("second run: exit %d; stderr:\n%s", again.code, again.stderr)
+			}
+			if strings.Contains(again.stderr, "uploaded the") {
+				t.Errorf("the second run uploaded again:\n%s", grepLines(again.stderr, "upload"))
+			}
+			if after := remoteVolumes(t, addr); !slices.Equal(before, after) {
+				t.Errorf("volumes before the second run %q, after %q", before, after)
+			}
+		})
+	}
+}
+
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var b bytes.Buffer
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
