@@ -45,6 +45,11 @@ type Sandbox struct {
 
 	// Root is the host directory that becomes the sandbox's /; empty means the host's /.
 	Root string `json:"root,omitempty"`
+	// RootImage is, instead of Root, a read-only filesystem image of the
+	// root (squashfs) on the launcher's machine: how an image's root
+	// reaches a remote host, which gets it once as a volume and attaches
+	// it as a disk.
+	RootImage string `json:"root_image,omitempty"`
 	// WritableRoot puts a throw-away tmpfs overlay over the root: the
 	// program may write anywhere, and Root (or the host) is never touched.
 	WritableRoot bool `json:"writable_root,omitempty"`
@@ -263,6 +268,14 @@ const (
 	FilesEnv       = "VIRT_SANDBOX_FILES"
 	FilesOnChannel = "channel"
 )
+
+// RootFSEnv, in a QEMU init's environment, tells that the root is the disk
+// whose serial is RootTag, a filesystem of that type (a root image),
+// rather than the 9p share of that tag.
+const RootFSEnv = "VIRT_SANDBOX_ROOT_FS"
+
+// RootImageFS is the filesystem of a root image.
+const RootImageFS = "squashfs"
 
 // The names a QEMU sandbox's devices carry, which the launcher gives and
 // the init looks for: the app channel's virtio-serial port and the 9p tags

@@ -37,22 +37,12 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		case config.HostBind:
 			fs = append(fs, bindFS(m.Source, config.MountStage(i), m.ReadOnly))
 		case config.HostImage:
-			f := libvirtxml.DomainFilesystem{
-				AccessMode: "passthrough",
-				Driver:     &libvirtxml.DomainFilesystemDriver{Type: "loop", Format: "raw"},
-				Source:     &libvirtxml.DomainFilesystemSource{File: &libvirtxml.DomainFilesystemSourceFile{File: m.Source}},
-				Target:     &libvirtxml.DomainFilesystemTarget{Dir: config.MountStage(i)},
-			}
 			if m.Format == "qcow2" {
-				f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "nbd", Format: "qcow2"}
 				if err := needNBD(); err != nil {
 					return nil, err
 				}
 			}
-			if m.ReadOnly {
-				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
-			}
-			fs = append(fs, f)
+			fs = append(fs, imageFS(m.Source, m.Format, config.MountStage(i), m.ReadOnly))
 		}
 	}
 	var hostdevs []libvirtxml.DomainHostdev
@@ -126,7 +116,7 @@ func (lxcDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
 func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
 	cfg := r.cfg
 	root, init := "/", r.initPath
-	if cfg.Root != "" && !r.remote() {
+	if (cfg.Root != "" || cfg.RootImage != "") && !r.remote() {
 		// libvirt makes a directory in the root it is given: give it a
 		// skeleton of ours, and the custom root on a stage the init
 		// switches to.
@@ -160,6 +150,13 @@ func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
 	if cfg.Root != "" {
 		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
 	}
+	if cfg.RootImage != "" {
+		img, err := r.rootImage()
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, imageFS(img, "raw", config.GuestRoot, true))
+	}
 	if cfg.Service != nil {
 		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
 	}
@@ -179,6 +176,25 @@ func (r *run) lxcMemoryMiB() uint64 {
 		}
 	}
 	return hostMemoryMiB()
+}
+
+// imageFS is a filesystem image mounted at dst: libvirt maps a raw one on a
+// loop device, a qcow2 one on nbd.
+func imageFS(src, format, dst string, readonly bool) libvirtxml.DomainFilesystem {
+	driver := &libvirtxml.DomainFilesystemDriver{Type: "loop", Format: "raw"}
+	if format == "qcow2" {
+		driver = &libvirtxml.DomainFilesystemDriver{Type: "nbd", Format: "qcow2"}
+	}
+	f := libvirtxml.DomainFilesystem{
+		AccessMode: "passthrough",
+		Driver:     driver,
+		Source:     &libvirtxml.DomainFilesystemSource{File: &libvirtxml.DomainFilesystemSourceFile{File: src}},
+		Target:     &libvirtxml.DomainFilesystemTarget{Dir: dst},
+	}
+	if readonly {
+		f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
+	}
+	return f
 }
 
 func bindFS(src, dst string, readonly bool) libvirtxml.DomainFilesystem {

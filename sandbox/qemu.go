@@ -101,12 +101,15 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 // loads only the base set.
 func modulesFor(cfg *config.Sandbox) []string {
 	mods := append([]string(nil), baseModules...)
-	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" {
+	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" || cfg.RootImage != "" {
 		// The init may lay an overlay over the root for mount points,
 		// which a custom root may lack.
 		mods = append(mods, "overlay")
 	}
-	blk := len(cfg.Disks) > 0
+	blk := len(cfg.Disks) > 0 || cfg.RootImage != ""
+	if cfg.RootImage != "" {
+		mods = append(mods, fsModules[config.RootImageFS]...)
+	}
 	for _, m := range cfg.Mounts {
 		if m.Type == config.HostImage {
 			blk = true
@@ -224,6 +227,9 @@ func kernelCmdline(cfg *config.Sandbox, remote bool) []string {
 	if remote {
 		cmdline = append(cmdline, config.FilesEnv+"="+config.FilesOnChannel)
 	}
+	if cfg.RootImage != "" {
+		cmdline = append(cmdline, config.RootFSEnv+"="+config.RootImageFS)
+	}
 	if cfg.Kernel.Cmdline != "" {
 		cmdline = append(cmdline, cfg.Kernel.Cmdline)
 	}
@@ -254,7 +260,10 @@ func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
 	if root == "" {
 		root = "/"
 	}
-	filesystems := []libvirtxml.DomainFilesystem{ninePShare(root, config.RootTag, true)}
+	var filesystems []libvirtxml.DomainFilesystem
+	if cfg.RootImage == "" {
+		filesystems = append(filesystems, ninePShare(root, config.RootTag, true))
+	}
 	if !r.remote() {
 		filesystems = append(filesystems, ninePShare(r.stateDir, config.ConfigTag, true))
 	}
@@ -271,6 +280,13 @@ func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
 			disk.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
 		}
 		disks = append(disks, disk)
+	}
+	if cfg.RootImage != "" {
+		img, err := r.rootImage()
+		if err != nil {
+			return nil, err
+		}
+		blk(img, "raw", config.RootTag, true)
 	}
 	for i, m := range cfg.Mounts {
 		switch m.Type {

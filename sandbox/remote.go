@@ -76,6 +76,24 @@ func (r *run) uploadFile(what, path string, mode os.FileMode) (string, error) {
 	return paths[0], nil
 }
 
+// rootImage is the path the domain names for the config's root image: the
+// file itself locally, its volume on a remote host, named by the image
+// digest its name carries (images.Store.RootImage). The name is short:
+// libvirt's LXC driver gives the path to a loop device, which keeps at
+// most 63 bytes of it, and fails on a longer one.
+func (r *run) rootImage() (string, error) {
+	if !r.remote() {
+		return r.cfg.RootImage, nil
+	}
+	digest := strings.TrimSuffix(filepath.Base(r.cfg.RootImage), ".squashfs")
+	name := "rootfs-" + digest[:min(len(digest), 16)]
+	paths, err := r.upload(upload{what: "image root", path: r.cfg.RootImage, name: name, mode: 0o644})
+	if err != nil {
+		return "", err
+	}
+	return paths[0], nil
+}
+
 // runFiles is the tar stream of the run's files, the config and the
 // include files of the state directory, for the init of a remote sandbox.
 func (r *run) runFiles() io.Reader {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // The stand-in remote host: a second libvirtd on TCP loopback that cannot
@@ -101,7 +103,8 @@ func domainPaths(t *testing.T, domXML string) []string {
 			return paths
 		}
 		if err != nil {
-			t.Fatalf("domain XML: %v", err)
+			t.Errorf("domain XML: %v", err)
+			return nil
 		}
 		switch tok := tok.(type) {
 		case xml.StartElement:
@@ -125,9 +128,9 @@ func domainPaths(t *testing.T, domXML string) []string {
 }
 
 // checkRemoteDomain checks that a running remote domain names only files of
-// the remote host, none of the launcher's.
+// the remote host, none of the launcher's. It runs beside the test's
+// goroutine, so it reports with Errorf only.
 func checkRemoteDomain(t *testing.T, uri, name string) {
-	t.Helper()
 	var out []byte
 	var err error
 	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -136,11 +139,13 @@ func checkRemoteDomain(t *testing.T, uri, name string) {
 		}
 	}
 	if err != nil {
-		t.Fatalf("virsh dumpxml %s: %v", name, err)
+		t.Errorf("virsh dumpxml %s: %v", name, err)
+		return
 	}
 	paths := domainPaths(t, string(out))
 	if len(paths) < 3 {
-		t.Fatalf("the domain names only %q: the XML was not read\n%s", paths, out)
+		t.Errorf("the domain names only %q: the XML was not read\n%s", paths, out)
+		return
 	}
 	for _, p := range paths {
 		for _, local := range launcherPaths(t) {
@@ -188,12 +193,7 @@ func TestRemoteOneShot(t *testing.T) {
 			if err := os.WriteFile(include, []byte("included\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			stdin, feed := io.Pipe()
-			go func() {
-				checkRemoteDomain(t, uri, name)
-				io.WriteString(feed, "from stdin\n")
-				feed.Close()
-			}()
+			stdin := watchedStdin(t, uri, name, "from stdin\n")
 			r := sandbox(t, opts{stdin: stdin}, "-c", uri, "-n", name, "-e", "GREETING=hi", "-i", "/tmp/inc="+include, "--",
 				"/bin/sh", "-c", `echo "$GREETING from $(pwd)"; cat /tmp/inc; cat; echo to stderr >&2; exit 3`)
 			r.want(t, 3, "hi from /\nincluded\nfrom stdin\n")
@@ -206,14 +206,70 @@ func TestRemoteOneShot(t *testing.T) {
 
 			before := remoteVolumes(t, addr)
 			again := sandbox(t, opts{}, "-c", uri, "-d", "--", "/bin/true")
-			if again.code != 0 {
-				t.Fatalf("second run: exit %d; stderr:\n%s", again.code, again.stderr)
+			checkUploadedNothing(t, addr, before, again)
+		})
+	}
+}
+
+// watchedStdin is the stdin of a run whose program reads it: it gives
+// feed only once the running domain name has been checked, so the program
+// is still running while its XML is read.
+func watchedStdin(t *testing.T, uri, name, feed string) io.Reader {
+	stdin, w := io.Pipe()
+	go func() {
+		defer w.Close()
+		checkRemoteDomain(t, uri, name)
+		io.WriteString(w, feed)
+	}()
+	return stdin
+}
+
+// checkUploadedNothing checks that a run with -d that ended well uploaded
+// nothing: it says so, and the pool's volumes are those before it.
+func checkUploadedNothing(t *testing.T, addr string, before []string, r result) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("second run: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "uploaded the") {
+		t.Errorf("the second run uploaded again:\n%s", grepLines(r.stderr, "upload"))
+	}
+	if !strings.Contains(r.stderr, "uploaded before") {
+		t.Errorf("the second run did not say it used uploaded volumes:\n%s", r.stderr)
+	}
+	if after := remoteVolumes(t, addr); !slices.Equal(before, after) {
+		t.Errorf("volumes before the second run %q, after %q", before, after)
+	}
+}
+
+// TestRemoteImageRun runs an image on the stand-in remote host on each
+// driver, in turn (the volume lists must not change under each other):
+// its root reaches the host as one squashfs volume attached as a disk
+// (the XML names only the remote host's files), with a writable layer
+// thrown away, and a second run uploads nothing.
+func TestRemoteImageRun(t *testing.T) {
+	addr := remoteHost(t)
+	reg := startRegistry(t)
+	nonce := randomHex(t)
+	forgetImages(t, nonce)
+	img := markerImage(t, types.DockerLayer, nonce)
+	for _, uri := range []string{"lxc+tcp://" + addr + "/", "qemu+tcp://" + addr + "/system"} {
+		t.Run(driverName(uri), func(t *testing.T) {
+			ref := fmt.Sprintf("%s/vsbtest/remote-%s:%s", reg.addr, nonce, strings.TrimSuffix(driverName(uri), "+tcp"))
+			push(t, ref, img)
+			imageOK(t, "pull", "--insecure", ref)
+			name := uniqueName("remote-image")
+			r := imageRun(t, opts{stdin: watchedStdin(t, uri, name, "go\n"), timeout: 4 * time.Minute}, "run", "-c", uri, "-n", name, ref, "--",
+				"read go; cat /etc/marker; echo x >/etc/written && echo wrote")
+			r.want(t, 0, nonce+"\nwrote\n")
+			before := remoteVolumes(t, addr)
+			if !slices.ContainsFunc(before, func(v string) bool { return strings.HasPrefix(v, "rootfs-") }) {
+				t.Errorf("no rootfs- volume on the remote host: %q", before)
 			}
-			if strings.Contains(again.stderr, "uploaded the") {
-				t.Errorf("the second run uploaded again:\n%s", grepLines(again.stderr, "upload"))
-			}
-			if after := remoteVolumes(t, addr); !slices.Equal(before, after) {
-				t.Errorf("volumes before the second run %q, after %q", before, after)
+			again := imageRun(t, opts{}, "run", "-c", uri, "-d", ref, "--", "test -e /etc/written && echo persisted; cat /etc/marker")
+			checkUploadedNothing(t, addr, before, again)
+			if again.stdout != nonce+"\n" {
+				t.Errorf("second run printed %q, want %q", again.stdout, nonce+"\n")
 			}
 		})
 	}

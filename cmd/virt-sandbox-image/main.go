@@ -246,6 +246,14 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 		return 0, err
 	}
 	cfg.WritableRoot = true
+	if config.Remote(cfg.URI) {
+		// A remote host gets the root as one read-only filesystem
+		// image, uploaded once per image.
+		if cfg.RootImage, err = s.RootImage(img); err != nil {
+			return 0, err
+		}
+		cfg.Root = ""
+	}
 	applyImageConfig(cfg, img.Config, c)
 	if err := cfg.Validate(); err != nil {
 		return 0, err
