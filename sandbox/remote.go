@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -77,21 +79,80 @@ func (r *run) uploadFile(what, path string, mode os.FileMode) (string, error) {
 }
 
 // rootImage is the path the domain names for the config's root image: the
-// file itself locally, its volume on a remote host, named by the image
-// digest its name carries (images.Store.RootImage). The name is short:
-// libvirt's LXC driver gives the path to a loop device, which keeps at
-// most 63 bytes of it, and fails on a longer one.
+// file itself locally, its volume on a remote host.
 func (r *run) rootImage() (string, error) {
 	if !r.remote() {
 		return r.cfg.RootImage, nil
 	}
-	digest := strings.TrimSuffix(filepath.Base(r.cfg.RootImage), ".squashfs")
-	name := "rootfs-" + digest[:min(len(digest), 16)]
-	paths, err := r.upload(upload{what: "image root", path: r.cfg.RootImage, name: name, mode: 0o644})
+	paths, err := r.upload(rootImageUpload(r.cfg.RootImage))
 	if err != nil {
 		return "", err
 	}
 	return paths[0], nil
+}
+
+// rootImagePrefix starts the volume names of image roots.
+const rootImagePrefix = "rootfs-"
+
+// rootImageUpload is the upload of a root image (images.Store.RootImage,
+// HEX.squashfs), named by the image digest its name carries. The name is
+// short: libvirt's LXC driver gives the path to a loop device, which
+// keeps at most 63 bytes of it, and fails on a longer one.
+func rootImageUpload(path string) upload {
+	digest := strings.TrimSuffix(filepath.Base(path), ".squashfs")
+	return upload{what: "image root", path: path, name: rootImagePrefix + digest[:min(len(digest), 16)], mode: 0o644}
+}
+
+// PushRootImage puts a root image (images.Store.RootImage) on the remote
+// host of uri, unless it is there; it returns the volume's name and
+// whether it was uploaded now.
+func PushRootImage(uri, path string) (volume string, uploaded bool, err error) {
+	if !config.Remote(uri) {
+		return "", false, fmt.Errorf("%w: -c %s is this machine: its runs take images from the store, there is nothing to push", config.ErrInvalid, uri)
+	}
+	conn, err := connect(uri)
+	if err != nil {
+		return "", false, err
+	}
+	defer conn.Close()
+	pool, err := openPool(conn)
+	if err != nil {
+		return "", false, err
+	}
+	defer pool.Free()
+	u := rootImageUpload(path)
+	_, uploaded, err = uploadVolume(conn, pool, u)
+	return u.name, uploaded, err
+}
+
+// HostImages lists the image roots the remote host of uri holds whole,
+// as the digest prefixes (16 hex digits) their volumes are named by.
+func HostImages(uri string) ([]string, error) {
+	if !config.Remote(uri) {
+		return nil, fmt.Errorf("%w: -c %s is this machine: list shows its images without -c", config.ErrInvalid, uri)
+	}
+	conn, err := connect(uri)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	pool, err := openPool(conn)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Free()
+	names, err := pool.ListStorageVolumes()
+	if err != nil {
+		return nil, libvirtError("listing the volumes of pool "+PoolName(), err)
+	}
+	var prefixes []string
+	for _, n := range names {
+		if strings.HasPrefix(n, rootImagePrefix) && !strings.HasSuffix(n, doneSuffix) && slices.Contains(names, n+doneSuffix) {
+			prefixes = append(prefixes, strings.TrimPrefix(n, rootImagePrefix))
+		}
+	}
+	sort.Strings(prefixes)
+	return prefixes, nil
 }
 
 // runFiles is the tar stream of the run's files, the config and the

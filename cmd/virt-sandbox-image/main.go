@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -111,13 +112,29 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}),
 		},
 		{
+			Name:      "push",
+			Usage:     "put an image's root on a remote libvirt host ahead of its runs (pulled first if it is not in the store)",
+			ArgsUsage: "-c URI REF",
+			Flags:     append([]cli.Flag{remoteFlag()}, pullFlags()...),
+			Action: func(c *cli.Context) error {
+				return onImage(func(s *images.Store, r string) error {
+					return pushImage(ctx, c, s, r, stdout)
+				})(c)
+			},
+		},
+		{
 			Name:  "list",
-			Usage: "list the images in the store",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Usage: "list the images in the store, or with -c those a remote libvirt host holds",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}, remoteFlag()},
 			Action: onStore(func(c *cli.Context, s *images.Store) error {
 				list, err := s.List()
 				if err != nil {
 					return err
+				}
+				if c.IsSet("connect") {
+					if list, err = onHost(c.String("connect"), list); err != nil {
+						return err
+					}
 				}
 				if c.Bool("json") {
 					if list == nil {
@@ -187,6 +204,90 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return status
 }
 
+// remoteFlag names the remote host of push and list.
+func remoteFlag() cli.Flag {
+	return &cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Usage: "the remote host's libvirt `URI` (qemu+ssh://HOST/system, lxc+tcp://HOST/, ...)"}
+}
+
+// getOrPull finds ref in the store, or pulls it.
+func getOrPull(ctx context.Context, c *cli.Context, s *images.Store, ref string, progress io.Writer) (*images.Image, error) {
+	img, err := s.Get(ref)
+	if errors.Is(err, images.ErrNotFound) {
+		img, err = s.Pull(ctx, ref, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: progress})
+	}
+	return img, err
+}
+
+// prepareRoot flattens the image's root, or finds it flattened, with the
+// mount points a sandbox needs; a damaged blob makes it fetch exactly this
+// image again, by its digest, if its registry has it.
+func prepareRoot(ctx context.Context, c *cli.Context, s *images.Store, img *images.Image) (*images.Image, string, error) {
+	root, err := s.RootFS(img)
+	if errors.Is(err, images.ErrDamaged) {
+		if again, perr := refetch(ctx, s, img, c.Bool("insecure")); perr == nil {
+			img = again
+			root, err = s.RootFS(img)
+		}
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	// The sandbox mounts on these; images need not have them all.
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	return img, root, nil
+}
+
+// pushImage puts the image's root on the remote host, as its runs there
+// would, so that none of them waits for the upload.
+func pushImage(ctx context.Context, c *cli.Context, s *images.Store, ref string, stdout io.Writer) error {
+	if !c.IsSet("connect") {
+		return fmt.Errorf("%w: push: -c URI names the host to push to", config.ErrInvalid)
+	}
+	uri := c.String("connect")
+	if !config.Remote(uri) {
+		return fmt.Errorf("%w: -c %s is this machine: its runs take images from the store, there is nothing to push", config.ErrInvalid, uri)
+	}
+	img, err := getOrPull(ctx, c, s, ref, c.App.ErrWriter)
+	if err != nil {
+		return err
+	}
+	if img, _, err = prepareRoot(ctx, c, s, img); err != nil {
+		return err
+	}
+	path, err := s.RootImage(img)
+	if err != nil {
+		return err
+	}
+	volume, uploaded, err := sandbox.PushRootImage(uri, path)
+	if err != nil {
+		return err
+	}
+	what := "already there"
+	if uploaded {
+		what = "pushed"
+	}
+	fmt.Fprintf(stdout, "%s %s %s: %s\n", img.Ref, img.Digest, volume, what)
+	return nil
+}
+
+// onHost is the images of list that the remote host of uri holds.
+func onHost(uri string, list []*images.Image) ([]*images.Image, error) {
+	held, err := sandbox.HostImages(uri)
+	if err != nil {
+		return nil, err
+	}
+	var out []*images.Image
+	for _, img := range list {
+		hex := strings.TrimPrefix(img.Digest, "sha256:")
+		if slices.ContainsFunc(held, func(p string) bool { return strings.HasPrefix(hex, p) }) {
+			out = append(out, img)
+		}
+	}
+	return out, nil
+}
+
 // runImage runs the image on a per-run writable layer over its flattened
 // root, as the image's config says unless the command line says otherwise.
 func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, error), stdin io.Reader, stdout, stderr io.Writer) (int, error) {
@@ -203,28 +304,13 @@ func runImage(ctx context.Context, c *cli.Context, store func() (*images.Store, 
 		return 0, err
 	}
 	defer s.Close()
-	img, err := s.Get(ref)
-	if errors.Is(err, images.ErrNotFound) {
-		img, err = s.Pull(ctx, ref, images.PullOptions{Platform: c.String("platform"), Insecure: c.Bool("insecure"), Progress: stderr})
-	}
+	img, err := getOrPull(ctx, c, s, ref, stderr)
 	if err != nil {
 		return 0, err
 	}
-	root, err := s.RootFS(img)
-	if errors.Is(err, images.ErrDamaged) {
-		// A blob was damaged on disk and is gone now: fetch exactly
-		// this image again, by its digest, if its registry has it.
-		if again, perr := refetch(ctx, s, img, c.Bool("insecure")); perr == nil {
-			img = again
-			root, err = s.RootFS(img)
-		}
-	}
+	img, root, err := prepareRoot(ctx, c, s, img)
 	if err != nil {
 		return 0, err
-	}
-	// The sandbox mounts on these; images need not have them all.
-	for _, d := range []string{"dev", "proc", "sys", "run", "tmp"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
 	}
 	var entrypoint *string
 	if c.IsSet("entrypoint") {

@@ -25,7 +25,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // Flags are the options that describe a sandbox.
 func Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session or qemu:///embed?root=DIR"},
+		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session, qemu:///embed?root=DIR, or a remote host's (qemu+ssh://HOST/system, lxc+tcp://HOST/, ...)"},
 		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "domain `NAME` (default: a unique sandbox-XXXXXXXX)"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
 		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities (default: the caller's uid and gid, no capabilities)"},
