@@ -157,7 +157,7 @@ func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
 		}
 		fs = append(fs, imageFS(img, "raw", config.GuestRoot, true))
 	}
-	if cfg.Service != nil {
+	if cfg.Service != nil && !r.remote() {
 		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
 	}
 	return fs, nil

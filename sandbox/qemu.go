@@ -303,7 +303,7 @@ func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
 	}
-	if cfg.Service != nil {
+	if cfg.Service != nil && !r.remote() {
 		filesystems = append(filesystems, writableShare(r.logDir, config.LogTag))
 	}
 	ifaces, err := r.interfaces("virtio")

@@ -372,7 +372,7 @@ func (r *run) relay() (console.Status, error) {
 		// The program reads its stdin itself: the relay must not.
 		host.Stdin, host.Handover = nil, handover
 	}
-	if r.remote() && r.request == nil {
+	if r.remote() && (r.request == nil || r.request.Boot) {
 		host.Files = r.runFiles()
 	}
 	done := make(chan struct{})
@@ -413,7 +413,9 @@ type channel interface {
 // LXC driver lets any number of clients open one console.
 func (r *run) openChannel() (channel, int, error) {
 	n := config.AppChannels(r.cfg)
-	if n == 1 {
+	if n == 1 || (r.request != nil && r.request.Boot) {
+		// A remote service's init takes its files on the first
+		// channel, before it serves sessions.
 		ch, err := r.openChannelNumber(0)
 		return ch, 0, err
 	}

@@ -300,3 +300,32 @@ func grepLines(s, sub string) string {
 	}
 	return b.String()
 }
+
+// TestRemoteService runs a service's life on the stand-in remote host on
+// each driver: create, start (the config travels on the channel), logs
+// (sent by the sandbox while it runs, kept here once it stops), execute,
+// stop and delete; its domain names only the remote host's files, and
+// autostart, which would start it without its config, is refused.
+func TestRemoteService(t *testing.T) {
+	addr := remoteHost(t)
+	for _, uri := range []string{"lxc+tcp://" + addr + "/", "qemu+tcp://" + addr + "/system"} {
+		t.Run(driverName(uri), func(t *testing.T) {
+			t.Parallel()
+			c := rootCaller
+			name := newService(t, c, uri, "remote", nil, "/bin/sh", "-c", counter)
+			c.ok(t, "", "start", name)
+			c.wantStatus(t, name, "running")
+			checkRemoteDomain(t, uri, name)
+			c.waitLog(t, name, 3*time.Minute, "line 5", func(log string) bool { return strings.Contains(log, "line 5\n") })
+			c.ok(t, "inside\n", "execute", name, "--", "/bin/echo", "inside")
+			c.ok(t, "", "stop", name)
+			c.wantStatus(t, name, "stopped")
+			if log := c.logs(t, name); !strings.Contains(log, "line 5\n") {
+				t.Errorf("the log of the stopped service lacks line 5:\n%s", tail(log, 10))
+			}
+			if r := c.svc(t, "autostart", name, "on"); r.code != 125 || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("autostart on: exit %d, stderr %q; want 125 and one line", r.code, r.stderr)
+			}
+		})
+	}
+}

@@ -34,6 +34,13 @@ type Request struct {
 	// Stop asks the service's program to end (SIGTERM to its group), for
 	// good: no restart.
 	Stop bool `json:"stop,omitempty"`
+	// Boot comes with the run's files to a service's sandbox that just
+	// started on a remote host: it starts the service and answers.
+	Boot bool `json:"boot,omitempty"`
+	// Log asks for the program's output since the sandbox started, as
+	// stdout; with Follow, also what is appended, until a signal.
+	Log    bool `json:"log,omitempty"`
+	Follow bool `json:"follow,omitempty"`
 }
 
 // hello is the host's opening frame: its version, whether the program gets
