@@ -49,9 +49,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	if cfg.Service != nil && len(cfg.Disks) > 0 {
 		return nil, errors.New("--disk: an LXC service has no launcher to hold its loop devices between start and stop: use a QEMU service")
 	}
-	if r.remote() && len(cfg.Disks) > 0 {
-		return nil, fmt.Errorf("%w: --disk: an LXC sandbox's disk is a loop device the launcher sets up on its own machine, not on a remote host: use QEMU", config.ErrInvalid)
-	}
+
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if d.Format != "raw" {

@@ -183,6 +183,9 @@ func (r *run) prepareRemoteFiles() error {
 			return fmt.Errorf("%w: -m host-image:%s: an image's filesystem is read by the launcher, which cannot on a remote host: use --disk, or run on that host", config.ErrInvalid, m.Target)
 		}
 	}
+	if cfg.Driver == config.LXC && len(cfg.Disks) > 0 {
+		return fmt.Errorf("%w: --disk: an LXC sandbox's disk is a loop device the launcher sets up on its own machine, not on a remote host: use QEMU", config.ErrInvalid)
+	}
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if !filepath.IsAbs(d.Source) {

@@ -127,11 +127,14 @@ func contentName(prefix, path string) (string, error) {
 func uploadVolume(conn *libvirt.Connect, pool *libvirt.StoragePool, u upload) (path string, uploaded bool, err error) {
 	for {
 		if done, err := pool.LookupStorageVolByName(u.name + doneSuffix); err == nil {
-			done.Free()
 			vol, err := pool.LookupStorageVolByName(u.name)
 			if err != nil {
-				return "", false, libvirtError(u.what+" volume "+u.name, err)
+				// Removed by hand, and its marker left: upload again.
+				done.Delete(0)
+				done.Free()
+				continue
 			}
+			done.Free()
 			defer vol.Free()
 			path, err := vol.GetPath()
 			return path, false, err
