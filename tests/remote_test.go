@@ -329,3 +329,36 @@ func TestRemoteService(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoteUploadTakeover leaves a half-uploaded volume on the stand-in
+// remote host, as a launcher killed during its upload would (the volume
+// without its marker, no longer growing): the next run waits for it to
+// stop growing, takes the upload over and runs.
+func TestRemoteUploadTakeover(t *testing.T) {
+	addr := remoteHost(t)
+	uri := "lxc+tcp://" + addr + "/"
+	// What the run uploads: the init, named by its content.
+	sum, err := exec.Command("sha256sum", filepath.Join(binDir, "virt-sandbox-init")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := "init-" + string(sum[:32])
+	virsh := func(args ...string) {
+		exec.Command("virsh", append([]string{"-q", "-c", uri}, args...)...).Run()
+	}
+	virsh("vol-delete", "--pool", "virt-sandbox", vol+".done")
+	virsh("vol-delete", "--pool", "virt-sandbox", vol)
+	if out, err := exec.Command("virsh", "-q", "-c", uri, "vol-create-as", "virt-sandbox", vol, "4096").CombinedOutput(); err != nil {
+		t.Fatalf("making a half-uploaded volume: %v: %s", err, out)
+	}
+	r := sandbox(t, opts{}, "-c", uri, "-d", "--", "/bin/echo", "ran")
+	if r.code != 0 || !strings.Contains(r.stdout, "ran") {
+		t.Fatalf("exit %d, stdout %q; stderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "uploaded the init to volume "+vol) {
+		t.Errorf("the run did not upload the init itself:\n%s", grepLines(r.stderr, "init"))
+	}
+	if vols := remoteVolumes(t, addr); !slices.Contains(vols, vol+".done") {
+		t.Errorf("volume %s is not marked whole: %q", vol, vols)
+	}
+}
