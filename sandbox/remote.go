@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -48,10 +49,16 @@ func (r *run) upload(ups ...upload) ([]string, error) {
 		return nil, err
 	}
 	defer pool.Free()
+	interrupted, done := r.watchInterrupt()
+	defer done()
 	paths := make([]string, len(ups))
 	for i, u := range ups {
 		t := time.Now()
+		u.interrupted = interrupted
 		p, sent, err := uploadVolume(r.conn, pool, u)
+		if err == nil && interrupted() {
+			err = errInterrupted
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -63,6 +70,33 @@ func (r *run) upload(ups ...upload) ([]string, error) {
 		paths[i] = p
 	}
 	return paths, nil
+}
+
+// watchInterrupt takes the caller's SIGINT, SIGTERM, SIGHUP and SIGQUIT
+// while an upload runs, which may be long (an image's root on a slow
+// link): the upload stops and the run ends with 128+N, as if the program
+// had been killed. interrupted tells whether one came; done ends the
+// watch, after which the relay takes the signals.
+func (r *run) watchInterrupt() (interrupted func() bool, done func()) {
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-stop:
+				return
+			case sig := <-r.io.Signals:
+				if s, ok := sig.(syscall.Signal); ok && s != syscall.SIGWINCH {
+					r.killedBy.CompareAndSwap(0, int32(s))
+				}
+			}
+		}
+	}()
+	return func() bool { return r.killedBy.Load() != 0 }, func() {
+		close(stop)
+		<-finished
+	}
 }
 
 // uploadFile uploads one file under a name keyed by its content.

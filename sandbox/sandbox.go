@@ -140,6 +140,10 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	} {
 		t := time.Now()
 		if err := s.do(); err != nil {
+			if sig := r.killedBy.Load(); sig != 0 {
+				// Interrupted before the program ran (an upload).
+				return 128 + int(sig), nil
+			}
 			return 0, err
 		}
 		if r.timedOut.Load() {

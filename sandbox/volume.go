@@ -105,7 +105,13 @@ type upload struct {
 	// name is its volume's name, keyed by its content.
 	name string
 	mode os.FileMode
+	// interrupted, when set, tells that the caller wants the upload to
+	// stop: it is asked between chunks.
+	interrupted func() bool
 }
+
+// errInterrupted ends an upload the caller interrupted.
+var errInterrupted = errors.New("interrupted")
 
 // contentName is a volume name for the file at path: prefix and its
 // content's hash.
@@ -126,6 +132,9 @@ func contentName(prefix, path string) (string, error) {
 // remote host; uploaded tells whether this call sent it.
 func uploadVolume(conn *libvirt.Connect, pool *libvirt.StoragePool, u upload) (path string, uploaded bool, err error) {
 	for {
+		if u.interrupted != nil && u.interrupted() {
+			return "", false, errInterrupted
+		}
 		if done, err := pool.LookupStorageVolByName(u.name + doneSuffix); err == nil {
 			vol, err := pool.LookupStorageVolByName(u.name)
 			if err != nil {
@@ -146,7 +155,7 @@ func uploadVolume(conn *libvirt.Connect, pool *libvirt.StoragePool, u upload) (p
 		vol, err := pool.StorageVolCreateXML(volumeXML(u.name, uint64(fi.Size()), u.mode), 0)
 		if err == nil {
 			defer vol.Free()
-			if err := sendVolume(conn, vol, u.path, uint64(fi.Size())); err != nil {
+			if err := sendVolume(conn, vol, u); err != nil {
 				vol.Delete(0)
 				return "", false, libvirtError("uploading the "+u.what+" to volume "+u.name, err)
 			}
@@ -161,17 +170,22 @@ func uploadVolume(conn *libvirt.Connect, pool *libvirt.StoragePool, u upload) (p
 		if !isLibvirtError(err, libvirt.ERR_STORAGE_VOL_EXIST) {
 			return "", false, libvirtError("volume for the "+u.what, err)
 		}
-		awaitUpload(pool, u.name)
+		awaitUpload(pool, u)
 	}
 }
 
-// awaitUpload waits for another launcher's upload of name to end: until
-// its marker is there, the volume is gone, or it stopped growing, in which
-// case it is removed for the caller to upload it again.
-func awaitUpload(pool *libvirt.StoragePool, name string) {
+// awaitUpload waits for another launcher's upload of u to end: until its
+// marker is there, the volume is gone, or it stopped growing, in which
+// case it is removed for the caller to upload it again; or until the
+// caller interrupts.
+func awaitUpload(pool *libvirt.StoragePool, u upload) {
+	name := u.name
 	var last uint64
 	lastChange := time.Now()
 	for {
+		if u.interrupted != nil && u.interrupted() {
+			return
+		}
 		if done, err := pool.LookupStorageVolByName(name + doneSuffix); err == nil {
 			done.Free()
 			return
@@ -206,23 +220,31 @@ func volumeXML(name string, size uint64, mode os.FileMode) string {
 	return x
 }
 
-// sendVolume uploads the file at path into vol.
-func sendVolume(conn *libvirt.Connect, vol *libvirt.StorageVol, path string, size uint64) error {
-	f, err := os.Open(path)
+// sendVolume uploads u's file into vol.
+func sendVolume(conn *libvirt.Connect, vol *libvirt.StorageVol, u upload) error {
+	f, err := os.Open(u.path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
 	st, err := conn.NewStream(0)
 	if err != nil {
 		return err
 	}
 	defer st.Free()
-	if err := vol.Upload(st, 0, size, 0); err != nil {
+	if err := vol.Upload(st, 0, uint64(fi.Size()), 0); err != nil {
 		return err
 	}
 	buf := make([]byte, 256<<10)
 	for {
+		if u.interrupted != nil && u.interrupted() {
+			st.Abort()
+			return errInterrupted
+		}
 		n, rerr := f.Read(buf)
 		for p := buf[:n]; len(p) > 0; {
 			k, err := st.Send(p)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -332,8 +333,9 @@ func TestRemoteService(t *testing.T) {
 
 // TestRemoteUploadTakeover leaves a half-uploaded volume on the stand-in
 // remote host, as a launcher killed during its upload would (the volume
-// without its marker, no longer growing): the next run waits for it to
-// stop growing, takes the upload over and runs.
+// without its marker, no longer growing): a run waits for it to stop
+// growing, takes the upload over and runs; a run interrupted while it
+// waits ends at once.
 func TestRemoteUploadTakeover(t *testing.T) {
 	addr := remoteHost(t)
 	uri := "lxc+tcp://" + addr + "/"
@@ -351,6 +353,26 @@ func TestRemoteUploadTakeover(t *testing.T) {
 	if out, err := exec.Command("virsh", "-q", "-c", uri, "vol-create-as", "virt-sandbox", vol, "4096").CombinedOutput(); err != nil {
 		t.Fatalf("making a half-uploaded volume: %v: %s", err, out)
 	}
+	// Interrupted while it waits, a run ends at once, as if its program
+	// had been killed, and leaves the other launcher's upload alone.
+	name := uniqueName("interrupted")
+	cmd := exec.Command(launcher, "-c", uri, "-n", name, "--", "/bin/echo", "ran")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 || out.Len() != 0 {
+		t.Errorf("interrupted while waiting for an upload: exit %d, output %q; want 130 and nothing", code, out.String())
+	}
+	checkGone(t, uri, name)
+	if vols := remoteVolumes(t, addr); !slices.Contains(vols, vol) {
+		t.Errorf("the interrupted run removed the other upload's volume %s: %q", vol, vols)
+	}
+
 	r := sandbox(t, opts{}, "-c", uri, "-d", "--", "/bin/echo", "ran")
 	if r.code != 0 || !strings.Contains(r.stdout, "ran") {
 		t.Fatalf("exit %d, stdout %q; stderr:\n%s", r.code, r.stdout, r.stderr)
