@@ -45,6 +45,11 @@ type Sandbox struct {
 
 	// Root is the host directory that becomes the sandbox's /; empty means the host's /.
 	Root string `json:"root,omitempty"`
+	// RootImage is, instead of Root, a read-only filesystem image of the
+	// root (squashfs) on the launcher's machine: how an image's root
+	// reaches a remote host, which gets it once as a volume and attaches
+	// it as a disk.
+	RootImage string `json:"root_image,omitempty"`
 	// WritableRoot puts a throw-away tmpfs overlay over the root: the
 	// program may write anywhere, and Root (or the host) is never touched.
 	WritableRoot bool `json:"writable_root,omitempty"`
@@ -112,13 +117,6 @@ type Identity struct {
 	// IDMap is that namespace's mapping, which the launcher fills in from
 	// the host's ranges of subordinate ids.
 	IDMap *IDMap `json:"idmap,omitempty"`
-}
-
-// IsLocalURI tells a libvirt URI of this machine (lxc:///, qemu:///system)
-// from a remote one (qemu+ssh://host/system, qemu+tcp://...).
-func IsLocalURI(uri string) bool {
-	u, err := url.Parse(uri)
-	return err == nil && u.Host == "" && !strings.Contains(u.Scheme, "+")
 }
 
 // The values of Identity.UserNS.
@@ -278,6 +276,20 @@ func Decode(b []byte) (*Sandbox, error) {
 	return &s, nil
 }
 
+// Remote tells a libvirt URI of another machine, one with a host or a
+// network transport (qemu+ssh://host/system, lxc+tcp://host/,
+// qemu+ssh:///system), from one of this machine (lxc:///, qemu:///system,
+// qemu+unix:///system, qemu:///embed?root=DIR). The files a remote
+// sandbox's config names are that machine's.
+func Remote(uri string) bool {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return true
+	}
+	_, transport, _ := strings.Cut(u.Scheme, "+")
+	return u.Host != "" || (transport != "" && transport != "unix")
+}
+
 // Paths inside every sandbox. The launcher shares the config directory (the
 // run's state directory) and the init binary there, and the init reads them.
 const (
@@ -295,6 +307,23 @@ const (
 	// include files, laid out as their guest paths.
 	GuestIncludes = "includes"
 )
+
+// FilesEnv, in the init's environment, tells where the run's files (the
+// config and the include files) are: FilesOnChannel when the launcher
+// sends them on the app channel, for a sandbox on a remote host that
+// shares no directory with it; otherwise in the config share at GuestDir.
+const (
+	FilesEnv       = "VIRT_SANDBOX_FILES"
+	FilesOnChannel = "channel"
+)
+
+// RootFSEnv, in a QEMU init's environment, tells that the root is the disk
+// whose serial is RootTag, a filesystem of that type (a root image),
+// rather than the 9p share of that tag.
+const RootFSEnv = "VIRT_SANDBOX_ROOT_FS"
+
+// RootImageFS is the filesystem of a root image.
+const RootImageFS = "squashfs"
 
 // The names a QEMU sandbox's devices carry, which the launcher gives and
 // the init looks for: the app channel's virtio-serial port and the 9p tags

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -29,6 +30,7 @@ func (s *Sandbox) Validate() error {
 	}
 	for _, check := range []func() error{
 		s.validateName,
+		s.validateRoot,
 		s.validateDriver,
 		s.validateCommand,
 		s.validateIdentity,
@@ -42,6 +44,18 @@ func (s *Sandbox) Validate() error {
 		if err := check(); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
+	}
+	return nil
+}
+
+func (s *Sandbox) validateRoot() error {
+	switch {
+	case s.RootImage == "":
+		return nil
+	case s.Root != "":
+		return fmt.Errorf("root %q and root_image %q: give one", s.Root, s.RootImage)
+	case !filepath.IsAbs(s.RootImage):
+		return fmt.Errorf("root_image %q: not an absolute path", s.RootImage)
 	}
 	return nil
 }

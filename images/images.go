@@ -11,6 +11,7 @@
 //	rootfs/<hex>/        the flattened root of the image whose manifest is <hex>
 //	rootfs/<hex>.build   flock: held exclusively while the root is built
 //	rootfs/<hex>.lock    flock: held shared while RootFS's caller uses it
+//	rootfs/<hex>.squashfs the root as a squashfs image, for remote hosts
 //	tmp/                 temporary files; renamed into place when complete
 //	lock                 flock: shared by Pull, Load and RootFS, exclusive by Prune
 //

@@ -374,6 +374,12 @@ func (s *Store) pruneRoot(dir string) (int64, error) {
 		return 0, nil // in use
 	}
 	n := treeSize(dir)
+	if fi, err := os.Stat(dir + ".squashfs"); err == nil {
+		if err := os.Remove(dir + ".squashfs"); err != nil {
+			return 0, err
+		}
+		n += fi.Size()
+	}
 	// The marker goes first: a removal cut short leaves a root that is
 	// known to be incomplete.
 	if err := os.Remove(dir + doneSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {

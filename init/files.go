@@ -19,7 +19,7 @@ import (
 // 9p shares for host-bind, disks for host-image. LXC sandboxes get them
 // from libvirt.
 func mountShares(b *boot) error {
-	if b.cfg.Service != nil {
+	if b.cfg.Service != nil && !filesOnChannel() {
 		if err := mountAll([]mount{{config.LogTag, config.GuestLog, "9p", 0, ninePOpts}}); err != nil {
 			return err
 		}

@@ -121,8 +121,13 @@ func (b *boot) logf(format string, args ...any) {
 	}
 }
 
-// loadConfig reads the config the launcher shared.
+// loadConfig reads the config the launcher shared, or sent on the channel.
 func loadConfig(b *boot) error {
+	if filesOnChannel() {
+		if err := receiveFiles(b); err != nil {
+			return err
+		}
+	}
 	cfg, err := config.Load(config.GuestDir + "/" + config.FileName)
 	if err != nil {
 		return err
@@ -132,16 +137,52 @@ func loadConfig(b *boot) error {
 	return nil
 }
 
+// filesOnChannel tells that the launcher sends the run's files on the
+// channel: the sandbox is on a remote host and has no config share.
+func filesOnChannel() bool { return os.Getenv(config.FilesEnv) == config.FilesOnChannel }
+
+// receiveFiles waits for the launcher on the app channel and takes the
+// run's files from it, into the sandbox's own /run where the config share
+// would be.
+func receiveFiles(b *boot) error {
+	if err := openChannel0(b); err != nil {
+		return err
+	}
+	if err := handshake(b); err != nil {
+		return err
+	}
+	files := b.guest.Files()
+	if files == nil {
+		return errors.New("the launcher sent no files: the init and the launcher are of different builds")
+	}
+	if err := os.MkdirAll(config.GuestDir, 0o700); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(config.GuestDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return console.ExtractTree(files, root)
+}
+
 // openChannel0 opens the app channel of a one-shot run, the first of a
-// service's.
+// service's, unless it is open.
 func openChannel0(b *boot) error {
+	if b.channel != nil {
+		return nil
+	}
 	ch, err := b.openChannel(0)
 	b.channel = ch
 	return err
 }
 
-// handshake waits for the launcher on the app channel.
+// handshake waits for the launcher on the app channel, unless it came
+// already.
 func handshake(b *boot) error {
+	if b.guest != nil {
+		return nil
+	}
 	g, err := console.Accept(b.channel)
 	if err != nil {
 		return err

@@ -117,7 +117,11 @@ const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 // LXC driver lays it out.
 func mountRoot(b *boot) error {
 	share := "/rootshare"
-	if err := mountAll([]mount{{config.RootTag, share, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"}}); err != nil {
+	m, err := rootMount(share)
+	if err != nil {
+		return err
+	}
+	if err := mountAll([]mount{m}); err != nil {
 		return err
 	}
 	root, overlaid, err := completeRoot(share, "/overlay")
@@ -125,10 +129,22 @@ func mountRoot(b *boot) error {
 		return err
 	}
 	b.newRoot, b.overlaid = root, overlaid
-	return mountAll([]mount{
-		{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts},
-	})
+	mounts := []mount{{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}
+	if !filesOnChannel() {
+		mounts = append(mounts, mount{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts})
+	}
+	return mountAll(mounts)
+}
+
+// rootMount mounts the root share, or the root image's disk when the
+// launcher says the root is one.
+func rootMount(at string) (mount, error) {
+	fstype := os.Getenv(config.RootFSEnv)
+	if fstype == "" {
+		return mount{config.RootTag, at, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"}, nil
+	}
+	dev, err := blockDevice(config.RootTag)
+	return mount{dev, at, fstype, unix.MS_RDONLY, ""}, err
 }
 
 // switchToRoot makes the root /.

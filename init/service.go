@@ -37,6 +37,13 @@ type service struct {
 // and stop requests on the app channel until the program is done for good.
 func runService(b *boot) error {
 	// Through the sandbox's own /run: a user's mount may hide the share.
+	// A remote host's sandbox has no share: the log is kept in its /run,
+	// and sent to the launcher on request.
+	if filesOnChannel() {
+		if err := b.ownRun.MkdirAll(inRun(config.GuestLog), 0o755); err != nil {
+			return fmt.Errorf("service log: %w", err)
+		}
+	}
 	logFile, err := b.ownRun.OpenFile(inRun(filepath.Join(config.GuestLog, config.LogFile)), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("service log: %w", err)
@@ -143,7 +150,7 @@ func (s *service) forwardConsoleInput() {
 // serveRequests answers the launcher's requests: one session at a time on
 // each app channel, on all of them at once.
 func (s *service) serveRequests() {
-	go s.serveChannel(s.b.channel)
+	go s.serveChannel(s.b.channel, s.b.guest)
 	for i := 1; i < config.SessionChannels; i++ {
 		ch, err := s.b.openChannel(i)
 		if err != nil {
@@ -151,21 +158,30 @@ func (s *service) serveRequests() {
 			s.note("session channel %d: %v", i, err)
 			return
 		}
-		go s.serveChannel(ch)
+		go s.serveChannel(ch, nil)
 	}
 }
 
-// serveChannel answers the requests of the sessions on one app channel.
-func (s *service) serveChannel(channel *os.File) {
+// serveChannel answers the requests of the sessions on one app channel;
+// the first may be the boot session, whose hello came with the run's files.
+func (s *service) serveChannel(channel *os.File, boot *console.Guest) {
 	for {
-		g, err := console.Accept(channel)
-		if err != nil {
-			return
+		g := boot
+		boot = nil
+		if g == nil {
+			var err error
+			if g, err = console.Accept(channel); err != nil {
+				return
+			}
 		}
 		req := g.Request()
 		switch {
-		case req == nil || (len(req.Exec) == 0 && !req.Stop):
+		case req == nil || (len(req.Exec) == 0 && !req.Stop && !req.Boot && !req.Log):
 			g.Fail(&console.Failed{Status: 125, Message: "this sandbox runs a service: ask it to execute a command or to stop"})
+		case req.Boot:
+			g.Serve(console.Program{Stdin: nopWriteCloser{}, Wait: func() console.Status { return console.Status{} }})
+		case req.Log:
+			s.serveLog(g, req.Follow)
 		case req.Stop:
 			s.requestStop()
 			g.Serve(console.Program{Stdin: nopWriteCloser{}, Wait: func() console.Status { return console.Status{} }})
@@ -181,6 +197,47 @@ func (s *service) serveChannel(channel *os.File) {
 			} else if err != nil {
 				g.Fail(&console.Failed{Status: 125, Message: err.Error()})
 			}
+		}
+	}
+}
+
+// serveLog sends the program's log, and with follow what is appended to
+// it, until the host sends a signal.
+func (s *service) serveLog(g *console.Guest, follow bool) {
+	f, err := s.b.ownRun.Open(inRun(filepath.Join(config.GuestLog, config.LogFile)))
+	if err != nil {
+		g.Fail(&console.Failed{Status: 125, Message: fmt.Sprintf("service log: %v", err)})
+		return
+	}
+	defer f.Close()
+	lr := &logReader{f: f, follow: follow, done: make(chan struct{})}
+	var once sync.Once
+	g.Serve(console.Program{
+		Stdin:  nopWriteCloser{},
+		Stdout: lr,
+		Signal: func(syscall.Signal) { once.Do(func() { close(lr.done) }) },
+		Wait:   func() console.Status { return console.Status{} },
+	})
+}
+
+// logReader reads a log to its end; following, it waits for more until
+// done.
+type logReader struct {
+	f      *os.File
+	follow bool
+	done   chan struct{}
+}
+
+func (l *logReader) Read(p []byte) (int, error) {
+	for {
+		n, err := l.f.Read(p)
+		if n > 0 || err != io.EOF || !l.follow {
+			return n, err
+		}
+		select {
+		case <-l.done:
+			return 0, io.EOF
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }

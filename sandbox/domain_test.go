@@ -386,8 +386,6 @@ func TestQEMUDomain(t *testing.T) {
 		{name: "system over unix", uri: "qemu+unix:///system", wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
 		{name: "system static", uri: "qemu:///system", security: config.Security{Label: "static", Value: static.Label}, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{static, dac}},
 		{name: "embed", uri: "qemu:///embed?root=" + embedRoot, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		// A remote caller's uid means nothing on the remote host.
-		{name: "remote system", uri: "qemu+ssh://host/system", wantType: "qemu", wantMem: DefaultMemoryMiB},
 		{name: "session inherit", uri: "qemu:///session", security: config.Security{Label: "inherit"}, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{{Type: "none"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,6 +17,9 @@ import (
 // image formats and filesystems, include files staged in the state
 // directory. Errors name the option and the path.
 func (r *run) prepareFiles() error {
+	if r.remote() {
+		return r.prepareRemoteFiles()
+	}
 	cfg := r.cfg
 	if err := completeUserNS(cfg); err != nil {
 		return err
@@ -38,16 +41,25 @@ func (r *run) prepareFiles() error {
 			return fmt.Errorf("-m %s:%s: %w", m.Type, m.Target, stateError(err))
 		}
 	}
-	for _, inc := range cfg.Includes {
-		dst := filepath.Join(r.stateDir, config.GuestIncludes, inc.Guest)
-		if err := copyTree(inc.Host, dst); err != nil {
-			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, stateError(err))
-		}
+	if err := r.stageIncludes(); err != nil {
+		return err
 	}
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if err := prepareImage(&d.Source, &d.Format); err != nil {
 			return fmt.Errorf("--disk %s: %w", d.Tag, err)
+		}
+	}
+	return nil
+}
+
+// stageIncludes copies the include files into the state directory, where
+// the init finds them in the config share or receives them on the channel.
+func (r *run) stageIncludes() error {
+	for _, inc := range r.cfg.Includes {
+		dst := filepath.Join(r.stateDir, config.GuestIncludes, inc.Guest)
+		if err := copyTree(inc.Host, dst); err != nil {
+			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, stateError(err))
 		}
 	}
 	return nil

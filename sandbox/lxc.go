@@ -26,35 +26,9 @@ const lxcLogConsole = "console0"
 func lxcAppConsole(i int) string { return fmt.Sprintf("console%d", i+1) }
 
 func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	root := "/"
-	if cfg.Root != "" {
-		// libvirt makes a directory in the root it is given: give it a
-		// skeleton of ours, and the custom root on a stage the init
-		// switches to.
-		skel, err := skeletonRoot(r.stateDir)
-		if err != nil {
-			return nil, stateError(err)
-		}
-		root = skel
-	}
-	fs := []libvirtxml.DomainFilesystem{
-		bindFS(root, "/", true),
-		// A private /run: the host's holds sockets a sandbox has no business
-		// reaching, and it gives the config share a place to be mounted on
-		// a read-only root.
-		{
-			AccessMode: "passthrough",
-			Source:     &libvirtxml.DomainFilesystemSource{RAM: &libvirtxml.DomainFilesystemSourceRAM{Usage: 64, Units: "MiB"}},
-			Target:     &libvirtxml.DomainFilesystemTarget{Dir: "/run"},
-		},
-		bindFS(r.stateDir, config.GuestDir, true),
-		bindFS(r.initPath, config.GuestInit, true),
-	}
-	if cfg.Root != "" {
-		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
-	}
-	if cfg.Service != nil {
-		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
+	fs, err := r.lxcBaseFilesystems()
+	if err != nil {
+		return nil, err
 	}
 	// The sources of the user's mounts go to their stages; the init binds
 	// them on their targets.
@@ -63,28 +37,19 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		case config.HostBind:
 			fs = append(fs, bindFS(m.Source, config.MountStage(i), m.ReadOnly))
 		case config.HostImage:
-			f := libvirtxml.DomainFilesystem{
-				AccessMode: "passthrough",
-				Driver:     &libvirtxml.DomainFilesystemDriver{Type: "loop", Format: "raw"},
-				Source:     &libvirtxml.DomainFilesystemSource{File: &libvirtxml.DomainFilesystemSourceFile{File: m.Source}},
-				Target:     &libvirtxml.DomainFilesystemTarget{Dir: config.MountStage(i)},
-			}
 			if m.Format == "qcow2" {
-				f.Driver = &libvirtxml.DomainFilesystemDriver{Type: "nbd", Format: "qcow2"}
 				if err := needNBD(); err != nil {
 					return nil, err
 				}
 			}
-			if m.ReadOnly {
-				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
-			}
-			fs = append(fs, f)
+			fs = append(fs, imageFS(m.Source, m.Format, config.MountStage(i), m.ReadOnly))
 		}
 	}
 	var hostdevs []libvirtxml.DomainHostdev
 	if cfg.Service != nil && len(cfg.Disks) > 0 {
 		return nil, errors.New("--disk: an LXC service has no launcher to hold its loop devices between start and stop: use a QEMU service")
 	}
+
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if d.Format != "raw" {
@@ -111,11 +76,14 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	for range config.AppChannels(cfg) {
 		consoles = append(consoles, pty())
 	}
-	d := baseDomain(cfg, "lxc", lxcMemoryMiB(cfg))
+	d := baseDomain(cfg, "lxc", r.lxcMemoryMiB())
 	d.OS = &libvirtxml.DomainOS{
 		Type:     &libvirtxml.DomainOSType{Type: "exe"},
 		Init:     config.GuestInit,
 		InitArgs: []string{"lxc"},
+	}
+	if r.remote() {
+		d.OS.InitEnv = []libvirtxml.DomainOSInitEnv{{Name: config.FilesEnv, Value: config.FilesOnChannel}}
 	}
 	// privnet: a network namespace of its own even without interfaces, so
 	// no network unless asked.
@@ -138,14 +106,93 @@ func (lxcDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
 	return dom.OpenConsole(lxcLogConsole, st, 0)
 }
 
+// lxcBaseFilesystems are the container's root, its private /run, the
+// config share and the init, and a custom root on its stage. On a remote
+// host the root is the host's own / (no skeleton of ours can be made
+// there), the init is a volume and there is no config share: the run's
+// files come on the channel.
+func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
+	cfg := r.cfg
+	root, init := "/", r.initPath
+	if (cfg.Root != "" || cfg.RootImage != "") && !r.remote() {
+		// libvirt makes a directory in the root it is given: give it a
+		// skeleton of ours, and the custom root on a stage the init
+		// switches to.
+		skel, err := skeletonRoot(r.stateDir)
+		if err != nil {
+			return nil, stateError(err)
+		}
+		root = skel
+	}
+	if r.remote() {
+		var err error
+		if init, err = r.uploadFile("init", r.initPath, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	fs := []libvirtxml.DomainFilesystem{
+		bindFS(root, "/", true),
+		// A private /run: the host's holds sockets a sandbox has no business
+		// reaching, and it gives the config share a place to be mounted on
+		// a read-only root.
+		{
+			AccessMode: "passthrough",
+			Source:     &libvirtxml.DomainFilesystemSource{RAM: &libvirtxml.DomainFilesystemSourceRAM{Usage: 64, Units: "MiB"}},
+			Target:     &libvirtxml.DomainFilesystemTarget{Dir: "/run"},
+		},
+	}
+	if !r.remote() {
+		fs = append(fs, bindFS(r.stateDir, config.GuestDir, true))
+	}
+	fs = append(fs, bindFS(init, config.GuestInit, true))
+	if cfg.Root != "" {
+		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
+	}
+	if cfg.RootImage != "" {
+		img, err := r.rootImage()
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, imageFS(img, "raw", config.GuestRoot, true))
+	}
+	if cfg.Service != nil && !r.remote() {
+		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
+	}
+	return fs, nil
+}
+
 // lxcMemoryMiB is the container's memory limit: what was asked, else the
 // host's memory, since a container that shares the host kernel has no need
 // of a smaller default.
-func lxcMemoryMiB(cfg *config.Sandbox) uint64 {
-	if cfg.Kernel.MemoryMiB > 0 {
-		return cfg.Kernel.MemoryMiB
+func (r *run) lxcMemoryMiB() uint64 {
+	if r.cfg.Kernel.MemoryMiB > 0 {
+		return r.cfg.Kernel.MemoryMiB
+	}
+	if r.remote() {
+		if info, err := r.conn.GetNodeInfo(); err == nil {
+			return info.Memory >> 10
+		}
 	}
 	return hostMemoryMiB()
+}
+
+// imageFS is a filesystem image mounted at dst: libvirt maps a raw one on a
+// loop device, a qcow2 one on nbd.
+func imageFS(src, format, dst string, readonly bool) libvirtxml.DomainFilesystem {
+	driver := &libvirtxml.DomainFilesystemDriver{Type: "loop", Format: "raw"}
+	if format == "qcow2" {
+		driver = &libvirtxml.DomainFilesystemDriver{Type: "nbd", Format: "qcow2"}
+	}
+	f := libvirtxml.DomainFilesystem{
+		AccessMode: "passthrough",
+		Driver:     driver,
+		Source:     &libvirtxml.DomainFilesystemSource{File: &libvirtxml.DomainFilesystemSourceFile{File: src}},
+		Target:     &libvirtxml.DomainFilesystemTarget{Dir: dst},
+	}
+	if readonly {
+		f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
+	}
+	return f
 }
 
 func bindFS(src, dst string, readonly bool) libvirtxml.DomainFilesystem {

@@ -52,13 +52,22 @@ var fsModules = map[string][]string{
 	"squashfs": {"squashfs"},
 }
 
-// serialConsole is the machine's log console, always kept in logPath. It
-// is a pty, which -d follows live, only when debugging or for a service
-// (connect): QEMU stalls a guest writing to a pty nobody has open.
-func serialConsole(cfg *config.Sandbox, logPath string) libvirtxml.DomainSerial {
-	if cfg.Debug || cfg.Service != nil {
+// serialConsole is the machine's log console, kept in the state
+// directory's ConsoleLog on a local host. It is a pty, which -d follows
+// live, only when debugging or for a service (connect): QEMU stalls a
+// guest writing to a pty nobody has open. A remote host keeps no log of
+// ours: its console is a pty when debugging, otherwise nothing.
+func (r *run) serialConsole() libvirtxml.DomainSerial {
+	cfg, logPath := r.cfg, filepath.Join(r.stateDir, ConsoleLog)
+	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
+	switch {
+	case r.remote() && (cfg.Debug || cfg.Service != nil):
+		return libvirtxml.DomainSerial{Source: pty}
+	case r.remote():
+		return libvirtxml.DomainSerial{Source: &libvirtxml.DomainChardevSource{Null: &libvirtxml.DomainChardevSourceNull{}}}
+	case cfg.Debug || cfg.Service != nil:
 		return libvirtxml.DomainSerial{
-			Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}},
+			Source: pty,
 			Log:    &libvirtxml.DomainChardevLog{File: logPath, Append: "off"},
 		}
 	}
@@ -96,12 +105,15 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 // loads only the base set.
 func modulesFor(cfg *config.Sandbox) []string {
 	mods := append([]string(nil), baseModules...)
-	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" {
+	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" || cfg.RootImage != "" {
 		// The init may lay an overlay over the root for mount points,
 		// which a custom root may lack.
 		mods = append(mods, "overlay")
 	}
-	blk := len(cfg.Disks) > 0
+	blk := len(cfg.Disks) > 0 || cfg.RootImage != ""
+	if cfg.RootImage != "" {
+		mods = append(mods, fsModules[config.RootImageFS]...)
+	}
 	for _, m := range cfg.Mounts {
 		if m.Type == config.HostImage {
 			blk = true
@@ -122,22 +134,71 @@ func modulesFor(cfg *config.Sandbox) []string {
 }
 
 func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	kern, err := findKernel(cfg.Kernel)
+	kernPath, initrdPath, err := r.bootFiles()
 	if err != nil {
 		return nil, err
+	}
+	virtType, err := r.virtType()
+	if err != nil {
+		return nil, err
+	}
+	mem := cfg.Kernel.MemoryMiB
+	if mem == 0 {
+		mem = DefaultMemoryMiB
+	}
+	d := baseDomain(cfg, virtType, mem)
+	d.OS = &libvirtxml.DomainOS{
+		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+		Kernel:  kernPath,
+		Initrd:  initrdPath,
+		Cmdline: strings.Join(kernelCmdline(cfg, r.remote()), " "),
+	}
+	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
+	if virtType == "kvm" {
+		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
+	}
+	if system := strings.Contains(cfg.URI, ":///system"); !r.remote() && (system || isEmbedded(cfg.URI)) {
+		if err := checkQEMUStateDir(system); err != nil {
+			return nil, err
+		}
+		// QEMU would run as libvirt-qemu and meet the shares as a stranger:
+		// run it as the caller, so file access is the caller's. libvirt
+		// must relabel, or QEMU cannot read libvirt's own files for it.
+		// A remote host runs QEMU as it is configured to: the caller's
+		// uid means nothing there.
+		d.SecLabel = append(d.SecLabel, libvirtxml.DomainSecLabel{
+			Type: "static", Model: "dac", Relabel: "yes",
+			Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid()),
+		})
+	}
+	if d.Devices, err = r.qemuDevices(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// bootFiles finds the kernel and its modules, builds the initrd (or finds
+// it in the cache) and returns the paths the domain names for both: the
+// caller's copies in the cache for a local host, volumes on a remote one.
+// The initrd's modules are the launcher's, so a remote host boots the
+// launcher's kernel too.
+func (r *run) bootFiles() (kernel, initrdPath string, err error) {
+	kern, err := findKernel(r.cfg.Kernel)
+	if err != nil {
+		return "", "", err
 	}
 	r.debugf("kernel %s (version %s), modules from %s", kern.path, kern.version, kern.modules)
 	tree, err := kmod.Open(kern.modules)
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
-	mods, err := tree.Resolve(modulesFor(cfg)...)
+	mods, err := tree.Resolve(modulesFor(r.cfg)...)
 	if err != nil {
-		return nil, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
+		return "", "", fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}
 	rd, err := initrd.Cached(filepath.Join(CacheDir(), "initrd"), r.initPath, mods)
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
 	if rd.Damaged {
 		r.debugf("the cached initrd was damaged; rebuilt")
@@ -147,67 +208,74 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	} else {
 		r.debugf("initrd cached: %s", rd.Path)
 	}
-
-	kernPath, err := cachedKernel(filepath.Join(CacheDir(), "kernel"), kern.path)
-	if err != nil {
-		return nil, err
-	}
-
-	virtType := cfg.Kernel.VirtType
-	if virtType == "kvm" {
-		if err := unix.Access(kvm.Device, unix.R_OK|unix.W_OK); err != nil {
-			return nil, fmt.Errorf("--virt-type kvm: %s: %v (it takes group kvm; without --virt-type, QEMU uses TCG)", kvm.Device, err)
+	if r.remote() {
+		if kernel, err = r.uploadFile("kernel", kern.path, 0o644); err != nil {
+			return "", "", err
 		}
+		initrdPath, err = r.uploadFile("initrd", rd.Path, 0o644)
+		return kernel, initrdPath, err
 	}
-	if virtType == "" {
-		virtType = "qemu"
-		if ok, reason := kvm.Usable(CacheDir()); ok {
-			virtType = "kvm"
-		} else {
-			r.debugf("KVM not usable (%s): using TCG", reason)
-		}
-	}
-	mem := cfg.Kernel.MemoryMiB
-	if mem == 0 {
-		mem = DefaultMemoryMiB
-	}
-	d := baseDomain(cfg, virtType, mem)
+	kernel, err = cachedKernel(filepath.Join(CacheDir(), "kernel"), kern.path)
+	return kernel, rd.Path, err
+}
+
+// kernelCmdline is the guest kernel's command line; arguments of the form
+// KEY=VALUE the kernel does not know reach the init as its environment.
+func kernelCmdline(cfg *config.Sandbox, remote bool) []string {
 	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init"}, fastBoot...)
 	if cfg.Debug {
 		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
 	} else {
 		cmdline = append(cmdline, "quiet", "loglevel=1")
 	}
+	if remote {
+		cmdline = append(cmdline, config.FilesEnv+"="+config.FilesOnChannel)
+	}
+	if cfg.RootImage != "" {
+		cmdline = append(cmdline, config.RootFSEnv+"="+config.RootImageFS)
+	}
 	if cfg.Kernel.Cmdline != "" {
 		cmdline = append(cmdline, cfg.Kernel.Cmdline)
 	}
-	d.OS = &libvirtxml.DomainOS{
-		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
-		Kernel:  kernPath,
-		Initrd:  rd.Path,
-		Cmdline: strings.Join(cmdline, " "),
-	}
-	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
-	if virtType == "kvm" {
-		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
-	}
-	if system := strings.Contains(cfg.URI, ":///system"); system || isEmbedded(cfg.URI) {
-		if err := checkQEMUStateDir(system); err != nil {
-			return nil, err
+	return cmdline
+}
+
+// virtType is the domain type: --virt-type, else KVM where it really
+// works.
+func (r *run) virtType() (string, error) {
+	if t := r.cfg.Kernel.VirtType; t == "kvm" && !r.remote() {
+		if err := unix.Access(kvm.Device, unix.R_OK|unix.W_OK); err != nil {
+			return "", fmt.Errorf("--virt-type kvm: %s: %v (it takes group kvm; without --virt-type, QEMU uses TCG)", kvm.Device, err)
 		}
-		// QEMU would run as libvirt-qemu and meet the shares as a stranger:
-		// run it as the caller, so file access is the caller's. libvirt
-		// must relabel, or QEMU cannot read libvirt's own files for it.
-		d.SecLabel = append(d.SecLabel, libvirtxml.DomainSecLabel{
-			Type: "static", Model: "dac", Relabel: "yes",
-			Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid()),
-		})
 	}
+	if t := r.cfg.Kernel.VirtType; t != "" {
+		return t, nil
+	}
+	if r.remote() {
+		return remoteVirtType(r)
+	}
+	if ok, reason := kvm.Usable(CacheDir()); !ok {
+		r.debugf("KVM not usable (%s): using TCG", reason)
+		return "qemu", nil
+	}
+	return "kvm", nil
+}
+
+// qemuDevices are the machine's devices: the shares, disks, interfaces,
+// consoles and channels.
+func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
+	cfg := r.cfg
 	root := cfg.Root
 	if root == "" {
 		root = "/"
 	}
-	filesystems := []libvirtxml.DomainFilesystem{ninePShare(root, config.RootTag, true), ninePShare(r.stateDir, config.ConfigTag, true)}
+	var filesystems []libvirtxml.DomainFilesystem
+	if cfg.RootImage == "" {
+		filesystems = append(filesystems, ninePShare(root, config.RootTag, true))
+	}
+	if !r.remote() {
+		filesystems = append(filesystems, ninePShare(r.stateDir, config.ConfigTag, true))
+	}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
 		disk := libvirtxml.DomainDisk{
@@ -221,6 +289,13 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 			disk.ReadOnly = &libvirtxml.DomainDiskReadOnly{}
 		}
 		disks = append(disks, disk)
+	}
+	if cfg.RootImage != "" {
+		img, err := r.rootImage()
+		if err != nil {
+			return nil, err
+		}
+		blk(img, "raw", config.RootTag, true)
 	}
 	for i, m := range cfg.Mounts {
 		switch m.Type {
@@ -237,42 +312,45 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
 	}
-	if cfg.Service != nil {
+	if cfg.Service != nil && !r.remote() {
 		filesystems = append(filesystems, writableShare(r.logDir, config.LogTag))
 	}
 	ifaces, err := r.interfaces("virtio")
 	if err != nil {
 		return nil, err
 	}
-	d.Devices = &libvirtxml.DomainDeviceList{
+	return &libvirtxml.DomainDeviceList{
 		Interfaces:  ifaces,
 		Filesystems: filesystems,
 		Disks:       disks,
-		Serials:     []libvirtxml.DomainSerial{serialConsole(cfg, filepath.Join(r.stateDir, ConsoleLog))},
-		// OpenChannel needs the channel on a UNIX socket. Its path is
-		// ours, short: the one libvirt picks grows with its own
-		// directories (deep ones for session and embedded drivers) and
-		// the domain's name, past the 108 bytes a socket path may have.
-		Channels:   appChannels(cfg, r.stateDir),
-		MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
+		Serials:     []libvirtxml.DomainSerial{r.serialConsole()},
+		Channels:    appChannels(cfg, r.stateDir, r.remote()),
+		MemBalloon:  &libvirtxml.DomainMemBalloon{Model: "none"},
 		RNGs: []libvirtxml.DomainRNG{{
 			Model:   "virtio",
 			Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
 		}},
 		// Nothing to plug in: each device costs boot time.
 		Controllers: []libvirtxml.DomainController{{Type: "usb", Model: "none"}},
-	}
-
-	return d, nil
+	}, nil
 }
 
 // appChannels are the machine's app channels: virtio-serial ports on UNIX
-// sockets in the state directory.
-func appChannels(cfg *config.Sandbox, stateDir string) []libvirtxml.DomainChannel {
+// sockets, which OpenChannel needs. Locally the sockets are in the state
+// directory, where the launcher connects to them itself; their path is
+// ours and short, since the one libvirt picks grows with its own
+// directories (deep ones for session and embedded drivers) and the
+// domain's name, past the 108 bytes a socket path may have. A remote host
+// picks its own, and the launcher goes through libvirt.
+func appChannels(cfg *config.Sandbox, stateDir string, remote bool) []libvirtxml.DomainChannel {
 	var chans []libvirtxml.DomainChannel
 	for i := range config.AppChannels(cfg) {
+		src := &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}
+		if !remote {
+			src.Path = appSocket(stateDir, i)
+		}
 		chans = append(chans, libvirtxml.DomainChannel{
-			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: appSocket(stateDir, i)}},
+			Source: &libvirtxml.DomainChardevSource{UNIX: src},
 			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannelName(i)}},
 		})
 	}

@@ -158,6 +158,10 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	} {
 		t := time.Now()
 		if err := s.do(); err != nil {
+			if sig := r.killedBy.Load(); sig != 0 {
+				// Interrupted before the program ran (an upload).
+				return 128 + int(sig), nil
+			}
 			return 0, err
 		}
 		if r.timedOut.Load() {
@@ -398,6 +402,9 @@ func (r *run) relay() (console.Status, error) {
 		// The program reads its stdin itself: the relay must not.
 		host.Stdin, host.Handover = nil, handover
 	}
+	if r.remote() && (r.request == nil || r.request.Boot) {
+		host.Files = r.runFiles()
+	}
 	done := make(chan struct{})
 	defer close(done)
 	if r.created.IsZero() {
@@ -436,7 +443,9 @@ type channel interface {
 // LXC driver lets any number of clients open one console.
 func (r *run) openChannel() (channel, int, error) {
 	n := config.AppChannels(r.cfg)
-	if n == 1 {
+	if n == 1 || (r.request != nil && r.request.Boot) {
+		// A remote service's init takes its files on the first
+		// channel, before it serves sessions.
 		ch, err := r.openChannelNumber(0)
 		return ch, 0, err
 	}
@@ -479,7 +488,8 @@ type socketChannel struct{ *net.UnixConn }
 
 func (s socketChannel) fail(error) { s.Close() }
 
-func isLocal(uri string) bool { return config.IsLocalURI(uri) }
+// isLocal tells a libvirt URI of this machine from a remote one.
+func isLocal(uri string) bool { return !config.Remote(uri) }
 
 // lockSession takes the lock of a service's session channel i, or fails
 // at once when another session holds it.
@@ -655,6 +665,9 @@ func (r *run) destroyIfActive() {
 // directories and socket. Each one-shot run has a name of its own, so
 // they would pile up by the thousand.
 func removeLeftovers(cfg *config.Sandbox) {
+	if !isLocal(cfg.URI) {
+		return
+	}
 	switch cfg.Driver {
 	case config.LXC:
 		removeLXCLeftovers(cfg.Name)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"libvirt.org/go/libvirt"
@@ -170,8 +171,51 @@ func Start(name string) error {
 		if err := r.dom.Create(); err != nil {
 			return libvirtError(fmt.Sprintf("starting service %q", name), err)
 		}
+		if r.remote() {
+			return r.boot()
+		}
 		return nil
 	})
+}
+
+// boot gives a remote service's sandbox, which just started, its files
+// on its first channel: its init waits for them before it starts the
+// program.
+func (r *run) boot() error {
+	r.request = &console.Request{Boot: true}
+	r.io = IO{Stdout: io.Discard, Stderr: io.Discard}
+	if _, err := r.relay(); err != nil {
+		r.destroy()
+		return fmt.Errorf("service %q: starting: %w", r.cfg.Name, err)
+	}
+	return nil
+}
+
+// remoteLog copies a running remote service's log to w, following it until
+// ctx ends when follow: the log is kept in the sandbox, which sends it on
+// request.
+func (r *run) remoteLog(ctx context.Context, w io.Writer, follow bool) error {
+	signals := make(chan os.Signal, 1)
+	r.request = &console.Request{Log: true, Follow: follow}
+	r.io = IO{Stdout: w, Stderr: io.Discard, Signals: signals}
+	stop := context.AfterFunc(ctx, func() { signals <- syscall.SIGTERM })
+	defer stop()
+	_, err := r.relay()
+	return err
+}
+
+// keepRemoteLog appends a running remote service's log to its log file
+// here, before the sandbox and its log go.
+func (r *run) keepRemoteLog() error {
+	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(LogPath(r.cfg.Name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return r.remoteLog(context.Background(), f, false)
 }
 
 // Stop asks the service's program to end, waits up to timeout for the
@@ -184,6 +228,11 @@ func Stop(name string, timeout time.Duration) error {
 		}
 		if err := r.watchStop(); err != nil {
 			return err
+		}
+		if r.remote() {
+			if err := r.keepRemoteLog(); err != nil {
+				return fmt.Errorf("service %q: keeping its log: %w", name, err)
+			}
 		}
 		done := make(chan struct{})
 		go func() {
@@ -306,6 +355,9 @@ func Delete(name string, force bool) error {
 // SetAutostart makes libvirt start the service when it starts, or not.
 func SetAutostart(name string, on bool) error {
 	return withService(name, func(r *run) error {
+		if on && r.remote() {
+			return errors.New("autostart: a service on a remote host gets its config from the launcher when it starts (virt-sandbox-service start), which a host starting it by itself cannot")
+		}
 		if err := r.dom.SetAutostart(on); err != nil {
 			return libvirtError("autostart", err)
 		}
@@ -341,7 +393,7 @@ func Status(name string) (ServiceInfo, error) {
 // process tells.
 func (r *run) running() bool {
 	active, err := r.dom.IsActive()
-	return err == nil && active && !(r.cfg.Driver == config.LXC && lxcControllerGone(r.cfg.Name))
+	return err == nil && active && !(r.cfg.Driver == config.LXC && !r.remote() && lxcControllerGone(r.cfg.Name))
 }
 
 // resync tells libvirt of a container's end it missed, before a command
@@ -414,6 +466,9 @@ func Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
 	if _, err := os.Stat(serviceDir(name)); err != nil {
 		return fmt.Errorf("service %q: %w", name, ErrNoService)
 	}
+	if cfg, err := ServiceConfig(name); err == nil && config.Remote(cfg.URI) {
+		return remoteLogs(ctx, name, follow, w)
+	}
 	f, err := os.Open(LogPath(name))
 	if errors.Is(err, os.ErrNotExist) && !follow {
 		return nil
@@ -443,6 +498,23 @@ func Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// remoteLogs copies a remote service's log: what earlier runs left here
+// (kept when they stopped), then, while it runs, the log its sandbox
+// holds, following it when asked.
+func remoteLogs(ctx context.Context, name string, follow bool, w io.Writer) error {
+	if b, err := os.ReadFile(LogPath(name)); err == nil {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return withService(name, func(r *run) error {
+		if !r.running() {
+			return nil
+		}
+		return r.remoteLog(ctx, w, follow)
+	})
 }
 
 // ServiceConfig returns a service's saved config.

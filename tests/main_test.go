@@ -69,6 +69,7 @@ func run(m *testing.M) int {
 	}
 	before := leftovers()
 	code := m.Run()
+	stopRemoteHost()
 	if after := leftovers(); len(after) > len(before) {
 		fmt.Fprintf(os.Stderr, "FAIL: the tests left behind: %s\n", strings.Join(after, ", "))
 		return 1

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -83,9 +84,16 @@ func commands() []*cli.Command {
 			Action: onImage(load),
 		},
 		{
+			Name:      "push",
+			Usage:     "put an image's root on a remote libvirt host ahead of its runs (pulled first if it is not in the store)",
+			ArgsUsage: "-c URI REF",
+			Flags:     append([]cli.Flag{remoteFlag()}, pullFlags()...),
+			Action:    onImage(push),
+		},
+		{
 			Name:   "list",
-			Usage:  "list the images in the store",
-			Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}},
+			Usage:  "list the images in the store, or with -c those a remote libvirt host holds",
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "as JSON"}, remoteFlag()},
 			Action: withStore(list),
 		},
 		{
@@ -167,6 +175,11 @@ func list(c *cli.Context, s *images.Store) error {
 	if err != nil {
 		return err
 	}
+	if c.IsSet("connect") {
+		if list, err = onHost(c.String("connect"), list); err != nil {
+			return err
+		}
+	}
 	if c.Bool("json") {
 		if list == nil {
 			list = []*images.Image{}
@@ -221,7 +234,7 @@ func runImage(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		cfg, err := imageSandbox(c, img, root, argv)
+		cfg, err := imageSandbox(c, s, img, root, argv)
 		if err != nil {
 			return err
 		}
@@ -255,7 +268,7 @@ func imageRoot(c *cli.Context, s *images.Store, ref string) (*images.Image, stri
 
 // imageSandbox is the sandbox that runs img on root: what the image's
 // config says, unless the command line says otherwise.
-func imageSandbox(c *cli.Context, img *images.Image, root string, argv []string) (*config.Sandbox, error) {
+func imageSandbox(c *cli.Context, s *images.Store, img *images.Image, root string, argv []string) (*config.Sandbox, error) {
 	var entrypoint *string
 	if c.IsSet("entrypoint") {
 		e := c.String("entrypoint")
@@ -270,6 +283,14 @@ func imageSandbox(c *cli.Context, img *images.Image, root string, argv []string)
 		return nil, err
 	}
 	cfg.WritableRoot = true
+	if config.Remote(cfg.URI) {
+		// A remote host gets the root as one read-only filesystem
+		// image, uploaded once per image.
+		if cfg.RootImage, err = s.RootImage(img); err != nil {
+			return nil, err
+		}
+		cfg.Root = ""
+	}
 	applyImageConfig(cfg, img.Config, c)
 	// An image runs as root unless it says otherwise: in a user
 	// namespace by default, as container runtimes run it.
@@ -277,6 +298,57 @@ func imageSandbox(c *cli.Context, img *images.Image, root string, argv []string)
 		return nil, err
 	}
 	return cfg, cfg.Validate()
+}
+
+// remoteFlag names the remote host of push and list.
+func remoteFlag() cli.Flag {
+	return &cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Usage: "the remote host's libvirt `URI` (qemu+ssh://HOST/system, lxc+tcp://HOST/, ...)"}
+}
+
+// push puts the image's root on the remote host, as its runs there would,
+// so that none of them waits for the upload.
+func push(c *cli.Context, s *images.Store, ref string) error {
+	if !c.IsSet("connect") {
+		return fmt.Errorf("%w: push: -c URI names the host to push to", config.ErrInvalid)
+	}
+	uri := c.String("connect")
+	if !config.Remote(uri) {
+		return fmt.Errorf("%w: -c %s is this machine: its runs take images from the store, there is nothing to push", config.ErrInvalid, uri)
+	}
+	img, _, err := imageRoot(c, s, ref)
+	if err != nil {
+		return err
+	}
+	path, err := s.RootImage(img)
+	if err != nil {
+		return err
+	}
+	volume, uploaded, err := sandbox.PushRootImage(uri, path)
+	if err != nil {
+		return err
+	}
+	what := "already there"
+	if uploaded {
+		what = "pushed"
+	}
+	fmt.Fprintf(c.App.Writer, "%s %s %s: %s\n", img.Ref, img.Digest, volume, what)
+	return nil
+}
+
+// onHost is the images of list that the remote host of uri holds.
+func onHost(uri string, list []*images.Image) ([]*images.Image, error) {
+	held, err := sandbox.HostImages(uri)
+	if err != nil {
+		return nil, err
+	}
+	var out []*images.Image
+	for _, img := range list {
+		hex := strings.TrimPrefix(img.Digest, "sha256:")
+		if slices.ContainsFunc(held, func(p string) bool { return strings.HasPrefix(hex, p) }) {
+			out = append(out, img)
+		}
+	}
+	return out, nil
 }
 
 // dockerRunFlags are docker run's options for what the image's config

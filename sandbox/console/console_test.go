@@ -1519,7 +1519,9 @@ func TestTypeString(t *testing.T) {
 		{StdinEOF, "stdin-eof"},
 		{ExitAck, "exit-ack"},
 		{0, "type(0)"},
-		{13, "type(13)"},
+		{Files, "files"},
+		{FilesEnd, "files-end"},
+		{15, "type(15)"},
 		{255, "type(255)"},
 	} {
 		if got := tt.t.String(); got != tt.want {

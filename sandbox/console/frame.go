@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version exchanged in the handshake. Bump it whenever
 // a frame changes meaning, so a stale init is refused instead of misread.
-const Version = 3
+const Version = 4
 
 // MaxPayload bounds a frame's payload, and so the memory either end commits to
 // one frame.
@@ -36,7 +36,7 @@ type Type byte
 // that is not in raw mode yet and would echo and mangle the bytes; and
 // what the guest writes before the host has opened the channel may be lost.
 const (
-	Hello    Type = 1  // host → guest: version u32, rows u16, cols u16, flags u8, optional JSON {request, stdio_socket}
+	Hello    Type = 1  // host → guest: version u32, rows u16, cols u16, flags u8, optional JSON {request, stdio_socket, files}
 	Announce Type = 2  // guest → host: version u32
 	Stdin    Type = 3  // host → guest: bytes for the program's stdin
 	StdinEOF Type = 4  // host → guest: the caller's stdin ended
@@ -48,11 +48,13 @@ const (
 	Exit     Type = 10 // guest → host: code i32, signal u32 (non-zero: killed by it)
 	Failure  Type = 11 // guest → host: status u8, one-line message; the program did not run
 	ExitAck  Type = 12 // host → guest: Exit or Failure received; the guest may end
+	Files    Type = 13 // host → guest: bytes of the run's files, a tar stream (see files.go)
+	FilesEnd Type = 14 // host → guest: the files are complete
 )
 
 func (t Type) String() string {
 	names := [...]string{"", "hello", "announce", "stdin", "stdin-eof", "stdin-ack", "stdout", "stderr",
-		"signal", "winsize", "exit", "failure", "exit-ack"}
+		"signal", "winsize", "exit", "failure", "exit-ack", "files", "files-end"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}

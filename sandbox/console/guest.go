@@ -69,6 +69,15 @@ func (g *Guest) TTY() (bool, WinSize) { return g.hello.TTY, g.hello.Size }
 // Request is what the host asked for, or nil: run the configured program.
 func (g *Guest) Request() *Request { return g.hello.Request }
 
+// Files is the run's files, a tar stream, when the host sends them (see
+// files.go), or nil. It must be read to its end before Serve or Fail.
+func (g *Guest) Files() io.Reader {
+	if !g.hello.Files {
+		return nil
+	}
+	return &filesReader{r: g.r}
+}
+
 // StdioSocket names the socket in the config share where the host hands
 // over the program's stdio, or is empty: stdio goes in frames.
 func (g *Guest) StdioSocket() string { return g.hello.StdioSocket }

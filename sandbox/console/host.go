@@ -45,6 +45,10 @@ type Host struct {
 	// descriptors (see stdio.go); Stdin, Stdout and Stderr are then not
 	// used.
 	Handover *Handover
+	// Files, when set, is sent right after the hello: the run's files as
+	// a tar stream (see files.go), for a guest that shares no filesystem
+	// with the host.
+	Files io.Reader
 }
 
 // Run speaks the protocol on conn until the program ends and reports how it
@@ -55,12 +59,17 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if err := awaitAnnounce(r); err != nil {
 		return Status{}, err
 	}
-	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request}
+	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request, Files: h.Files != nil}
 	if h.Handover != nil {
 		hi.StdioSocket = h.Handover.Name
 	}
 	if err := w.Write(Hello, hi.encode()); err != nil {
 		return Status{}, fmt.Errorf("console: sending hello: %w", err)
+	}
+	if h.Files != nil {
+		if err := sendFiles(w, h.Files); err != nil {
+			return Status{}, err
+		}
 	}
 	if h.Handover != nil {
 		// Beside the frames: a guest that fails before it takes the

@@ -34,12 +34,19 @@ type Request struct {
 	// Stop asks the service's program to end (SIGTERM to its group), for
 	// good: no restart.
 	Stop bool `json:"stop,omitempty"`
+	// Boot comes with the run's files to a service's sandbox that just
+	// started on a remote host: it starts the service and answers.
+	Boot bool `json:"boot,omitempty"`
+	// Log asks for the program's output since the sandbox started, as
+	// stdout; with Follow, also what is appended, until a signal.
+	Log    bool `json:"log,omitempty"`
+	Follow bool `json:"follow,omitempty"`
 }
 
 // hello is the host's opening frame: its version, whether the program gets
 // a terminal and of which size, so the program starts with the right one,
-// and then, as JSON after the fixed part, the request, if any, and the
-// socket of a stdio handover, if any.
+// and then, as JSON after the fixed part, the request, if any, the socket
+// of a stdio handover, if any, and whether the run's files follow.
 type hello struct {
 	Version uint32
 	TTY     bool
@@ -48,12 +55,16 @@ type hello struct {
 	// StdioSocket names the socket in the config share where the host
 	// hands over the program's stdio.
 	StdioSocket string
+	// Files tells that the run's files follow the hello in Files
+	// frames, for a guest that shares no filesystem with the host.
+	Files bool
 }
 
 // helloExtra is the JSON part of a hello.
 type helloExtra struct {
 	Request     *Request `json:"request,omitempty"`
 	StdioSocket string   `json:"stdio_socket,omitempty"`
+	Files       bool     `json:"files,omitempty"`
 }
 
 func (h hello) encode() []byte {
@@ -64,7 +75,7 @@ func (h hello) encode() []byte {
 		flags |= 1
 	}
 	b = append(b, flags)
-	if extra := (helloExtra{h.Request, h.StdioSocket}); extra != (helloExtra{}) {
+	if extra := (helloExtra{h.Request, h.StdioSocket, h.Files}); extra != (helloExtra{}) {
 		// Strings cannot fail to marshal.
 		j, _ := json.Marshal(extra)
 		b = append(b, j...)
@@ -92,7 +103,7 @@ func decodeHello(p []byte) (hello, error) {
 		if err := json.Unmarshal(p[9:], &extra); err != nil {
 			return hello{}, fmt.Errorf("%w: hello request: %v", ErrFrame, err)
 		}
-		h.Request, h.StdioSocket = extra.Request, extra.StdioSocket
+		h.Request, h.StdioSocket, h.Files = extra.Request, extra.StdioSocket, extra.Files
 	}
 	return h, nil
 }

@@ -21,6 +21,8 @@ func TestRequest(t *testing.T) {
 		{"none", nil},
 		{"exec", &Request{Exec: []string{"ls", "-l"}}},
 		{"stop", &Request{Stop: true}},
+		{"boot", &Request{Boot: true}},
+		{"log", &Request{Log: true, Follow: true}},
 		{"exec with a terminal's bytes", &Request{Exec: []string{"sh", "-c", "echo \"é\" \x1b[0m\n\x00"}}},
 		// Asking nothing is a request still: the guest refuses it
 		// rather than run the service's program a second time.

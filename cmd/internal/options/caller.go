@@ -21,7 +21,8 @@ import (
 // A user's mount over a path decides what is there instead; a directory
 // that does not exist is left for the program to report.
 func callerMounts(s *config.Sandbox) []config.Mount {
-	if s.Root != "" {
+	if s.Root != "" || config.Remote(s.URI) {
+		// Not the caller's host root: no place of the caller's is there.
 		return nil
 	}
 	want := map[string]bool{} // directory: writable

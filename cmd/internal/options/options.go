@@ -25,7 +25,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // Flags are the options that describe a sandbox.
 func Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session or qemu:///embed?root=DIR"},
+		&cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Value: "lxc:///", Usage: "libvirt `URI`: lxc:///, qemu:///system, qemu:///session, qemu:///embed?root=DIR, or a remote host's (qemu+ssh://HOST/system, lxc+tcp://HOST/, ...)"},
 		&cli.StringFlag{Name: "name", Aliases: []string{"n"}, Usage: "domain `NAME` (default: a unique sandbox-XXXXXXXX)"},
 		&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` in the program's environment (repeatable)"},
 		&cli.BoolFlag{Name: "privileged", Aliases: []string{"p"}, Usage: "run the program as root with its capabilities, on LXC those of a user namespace's root (see --userns) (default: the caller's uid and gid, no capabilities)"},
@@ -179,7 +179,7 @@ func UserNS(c *cli.Context, drv config.Driver, defaultOn bool) (string, error) {
 	v := c.String("userns")
 	switch {
 	case !c.IsSet("userns"):
-		if defaultOn && drv == config.LXC && config.IsLocalURI(connectURI(c)) {
+		if defaultOn && drv == config.LXC && !config.Remote(connectURI(c)) {
 			return config.UserNSOn, nil
 		}
 		return "", nil
@@ -239,8 +239,10 @@ func DriverOf(uri string) (config.Driver, error) {
 // includes and disks.
 func files(c *cli.Context, s *config.Sandbox) error {
 	s.WritableRoot = c.Bool("writable-root")
-	if s.Root == "" {
-		// The host's root: the caller's directory exists there too.
+	if s.Root == "" && !config.Remote(s.URI) {
+		// The host's root: the caller's directory exists there too. A
+		// remote host's root has other directories: the program
+		// starts in its /.
 		if wd, err := os.Getwd(); err == nil {
 			s.Command.Dir = wd
 		}
