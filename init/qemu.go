@@ -112,12 +112,26 @@ func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 // the page cache for the read-only root.
 const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 
+// hostShare is the mount of the host share tag on target, by the way the
+// launcher shares host directories (config.SharesArg). ninePCache is the
+// cache option of a 9p mount.
+func hostShare(tag, target string, flags uintptr, ninePCache string) mount {
+	if os.Getenv(config.SharesArg) == config.VirtiofsShares {
+		return mount{tag, target, "virtiofs", flags, ""}
+	}
+	data := ninePOpts
+	if ninePCache != "" {
+		data += ",cache=" + ninePCache
+	}
+	return mount{tag, target, "9p", flags, data}
+}
+
 // mountRoot mounts the root share read-only, completed with the mount
 // points it lacks, with a private /run holding the config share, as the
 // LXC driver lays it out.
 func mountRoot(b *boot) error {
 	share := "/rootshare"
-	if err := mountAll([]mount{{config.RootTag, share, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"}}); err != nil {
+	if err := mountAll([]mount{hostShare(config.RootTag, share, unix.MS_RDONLY, "loose")}); err != nil {
 		return err
 	}
 	root, overlaid, err := completeRoot(share, "/overlay")

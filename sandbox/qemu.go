@@ -32,7 +32,7 @@ const ConsoleLog = "console.log"
 const DefaultMemoryMiB = 512
 
 // baseModules are what every QEMU sandbox needs: the PCI transport, the
-// app channel, the 9p shares, and entropy: without a hardware source,
+// app channel, the 9p shares (the config share always is), and entropy: without a hardware source,
 // getrandom blocks for minutes under TCG (DHCP, TLS, Python all wait).
 var baseModules = []string{"virtio_pci", "virtio_console", "9p", "9pnet_virtio", "virtio_rng"}
 
@@ -89,9 +89,12 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 }
 
 // modulesFor chooses the modules the config needs, so a plain sandbox
-// loads only the base set.
-func modulesFor(cfg *config.Sandbox) []string {
+// loads only the base set. fs is how host directories are shared.
+func modulesFor(cfg *config.Sandbox, fs string) []string {
 	mods := append([]string(nil), baseModules...)
+	if fs == config.VirtiofsShares {
+		mods = append(mods, "virtiofs")
+	}
 	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" {
 		// The init may lay an overlay over the root for mount points,
 		// which a custom root may lack.
@@ -127,7 +130,13 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if err != nil {
 		return nil, err
 	}
-	mods, err := tree.Resolve(modulesFor(cfg)...)
+	readOnlyDaemon, daemons := virtiofsDaemons()
+	fs, err := shareFS(cfg, os.Getuid(), daemons)
+	if err != nil {
+		return nil, err
+	}
+	r.debugf("host directories shared by %s", fs)
+	mods, err := tree.Resolve(modulesFor(cfg, fs)...)
 	if err != nil {
 		return nil, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}
@@ -163,7 +172,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		mem = DefaultMemoryMiB
 	}
 	d := baseDomain(cfg, virtType, mem)
-	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init"}, fastBoot...)
+	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init", config.SharesArg + "=" + fs}, fastBoot...)
 	if cfg.Debug {
 		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
 	} else {
@@ -198,7 +207,13 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if root == "" {
 		root = "/"
 	}
-	filesystems := []libvirtxml.DomainFilesystem{ninePShare(root, config.RootTag, true), ninePShare(r.stateDir, config.ConfigTag, true)}
+	if fs == config.VirtiofsShares {
+		d.MemoryBacking = sharedMemory()
+	}
+	host := shares{fs: fs, readOnlyDaemon: readOnlyDaemon}
+	// The config share is read once, and stays 9p: a virtiofsd costs
+	// boot time.
+	filesystems := []libvirtxml.DomainFilesystem{host.share(root, config.RootTag, true), ninePShare(r.stateDir, config.ConfigTag, true)}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
 		disk := libvirtxml.DomainDisk{
@@ -216,11 +231,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			f := writableShare(m.Source, config.MountTag(i))
-			if m.ReadOnly {
-				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
-			}
-			filesystems = append(filesystems, f)
+			filesystems = append(filesystems, host.share(m.Source, config.MountTag(i), m.ReadOnly))
 		case config.HostImage:
 			blk(m.Source, m.Format, config.MountTag(i), m.ReadOnly)
 		}

@@ -640,6 +640,7 @@ func removeLeftovers(cfg *config.Sandbox) {
 		switch cfg.URI {
 		case "qemu:///system":
 			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
+			removeVirtiofsdLogs(qemuSystemLogDir, cfg.Name)
 		case "qemu:///session":
 			if cache, err := os.UserCacheDir(); err == nil {
 				os.Remove(filepath.Join(cache, "libvirt", "qemu", "log", cfg.Name+".log"))

@@ -32,6 +32,8 @@ func TestBadInput(t *testing.T) {
 		// No security module on this machine kind: a static label cannot be applied.
 		{"static label without a security module", []string{"-s", "static,label=system_u:system_r:svirt_t:s0", "/bin/true"}, "-s static: the host has no security module"},
 		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
+		{"bad share fs", []string{"-c", "qemu:///system", "--share-fs", "nfs", "/bin/true"}, `--share-fs "nfs"`},
+		{"virtiofs remote", []string{"-c", "qemu+ssh://nowhere.invalid/system", "--share-fs", "virtiofs", "/bin/true"}, `--share-fs virtiofs`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leftovers()
