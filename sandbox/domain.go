@@ -2,9 +2,9 @@ package sandbox
 
 import (
 	"fmt"
-	"os"
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
+	"os"
 	"runtime"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
