@@ -8,8 +8,7 @@
 // mount of the clone read-only, mounts the clone on a private tmpfs and
 // runs virtiofsd on it. The kernel then refuses every write through the
 // export, whatever the guest asks: virtiofsd has no request that remounts.
-// It also announces the host's mounts within the export, which the guest
-// then mounts apart. The clone lives at a path other than the source, which also lets the
+// The clone lives at a path other than the source, which also lets the
 // host's / be exported: virtiofsd binds its source on itself and
 // pivot_roots into it, which fails for /.
 package main
@@ -46,10 +45,6 @@ func run(args []string) error {
 			return fmt.Errorf("read-only export of %s: %w", source, err)
 		}
 		args[i] = setOption(args[i], "source", exportDir)
-		// Each host filesystem of the export is a filesystem of its own
-		// in the guest too, as 9p's multidevs=remap keeps them apart:
-		// inode numbers of different filesystems overlap.
-		args = append(args, "-o", "announce_submounts")
 	}
 	return syscall.Exec(virtiofsd, append([]string{virtiofsd}, args...), os.Environ())
 }
