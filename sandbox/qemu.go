@@ -213,7 +213,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	host := shares{fs: fs, readOnlyDaemon: readOnlyDaemon}
 	// The config share is read once, and stays 9p: a virtiofsd costs
 	// boot time.
-	filesystems := []libvirtxml.DomainFilesystem{host.share(root, config.RootTag, true), ninePShare(r.stateDir, config.ConfigTag, true)}
+	filesystems := []libvirtxml.DomainFilesystem{host.share(root, config.RootTag, true, true), ninePShare(r.stateDir, config.ConfigTag, true)}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
 		disk := libvirtxml.DomainDisk{
@@ -231,7 +231,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			filesystems = append(filesystems, host.share(m.Source, config.MountTag(i), m.ReadOnly))
+			filesystems = append(filesystems, host.share(m.Source, config.MountTag(i), m.ReadOnly, false))
 		case config.HostImage:
 			blk(m.Source, m.Format, config.MountTag(i), m.ReadOnly)
 		}

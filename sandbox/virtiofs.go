@@ -76,9 +76,11 @@ type shares struct {
 	readOnlyDaemon string
 }
 
-// share is the export of the host directory src under tag.
-func (s shares) share(src, tag string, readonly bool) libvirtxml.DomainFilesystem {
-	if s.fs != config.VirtiofsShares {
+// share is the export of the host directory src under tag. A lasting
+// share may be cached for as long as the guest likes: the host's files are
+// not expected to change under it (the root, which 9p mounts cache=loose).
+func (s shares) share(src, tag string, readonly, lasting bool) libvirtxml.DomainFilesystem {
+	if s.fs != config.VirtiofsShares { // 9p's cache is the init's mount option
 		if readonly {
 			return ninePShare(src, tag, true)
 		}
@@ -94,13 +96,16 @@ func (s shares) share(src, tag string, readonly bool) libvirtxml.DomainFilesyste
 		Path: daemon,
 		// As 9p's passthrough: file capabilities and ACLs show.
 		XAttr: "on",
-		Cache: &libvirtxml.DomainFilesystemBinaryCache{Mode: virtiofsCache},
 	}
+	if lasting {
+		f.Binary.Cache = &libvirtxml.DomainFilesystemBinaryCache{Mode: "always"}
+	}
+	// Otherwise virtiofsd's default, auto: what the guest read holds for a
+	// second. Not none, which reads twice as fast under TCG (no copy
+	// through the guest's page cache) but makes the guest refuse shared
+	// mappings of every file (mmap MAP_SHARED: ENODEV).
 	return f
 }
-
-// virtiofsCache is virtiofsd's cache mode: TODO measured.
-const virtiofsCache = "none"
 
 // removeVirtiofsdLogs removes the logs libvirt keeps in dir of the
 // virtiofsd of each share of the machine name (NAME-fsN-virtiofsd.log).

@@ -61,7 +61,7 @@ func TestShares(t *testing.T) {
 		readonly bool
 		daemon   string
 	}{{true, "/libexec/virt-sandbox-virtiofsd"}, {false, virtiofsd}} {
-		f := s.share("/src", "tag", tt.readonly)
+		f := s.share("/src", "tag", tt.readonly, false)
 		if f.Driver == nil || f.Driver.Type != "virtiofs" || f.Binary == nil || f.Binary.Path != tt.daemon {
 			t.Errorf("share(readonly %v) = driver %+v binary %+v; want virtiofs served by %s", tt.readonly, f.Driver, f.Binary, tt.daemon)
 		}
@@ -72,9 +72,15 @@ func TestShares(t *testing.T) {
 			t.Errorf("share() = %s on %s; want /src on tag", f.Source.Mount.Dir, f.Target.Dir)
 		}
 	}
+	if f := s.share("/", "root", true, true); f.Binary.Cache == nil || f.Binary.Cache.Mode != "always" {
+		t.Errorf("lasting share's cache = %+v; want always", f.Binary.Cache)
+	}
+	if f := s.share("/src", "tag", false, false); f.Binary.Cache != nil {
+		t.Errorf("share's cache = %+v; want virtiofsd's default (auto): none refuses shared mappings", f.Binary.Cache)
+	}
 	ninep := shares{fs: config.NinePShares}
 	for _, readonly := range []bool{true, false} {
-		f := ninep.share("/src", "tag", readonly)
+		f := ninep.share("/src", "tag", readonly, false)
 		if f.Driver == nil || f.Driver.Type != "path" || f.MultiDevs != "remap" || (f.ReadOnly != nil) != readonly {
 			t.Errorf("9p share(readonly %v) = %+v; want a 9p export, multidevs=remap, read-only as asked", readonly, f)
 		}
