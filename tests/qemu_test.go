@@ -176,12 +176,12 @@ func TestShareFS(t *testing.T) {
 	// The guest's root cannot write through a read-only share: the host
 	// refuses even when the guest remounts it read-write (-p keeps
 	// CAP_SYS_ADMIN).
-	script := `awk '$2 == "/" || $2 == "/data" || $2 == "/ro" { print $2, $3 }' /proc/mounts | sort
+	script := `awk '$2 == "/" || $2 == "/mnt" || $2 == "/srv" { print $2, $3 }' /proc/mounts | sort
 touch /virt-sandbox-test-x 2>/dev/null && echo root-written || echo root-refused
-mount -o remount,rw /ro && awk '$2 == "/ro" { print substr($4, 1, 2) }' /proc/mounts
-touch /ro/x 2>/dev/null && echo ro-written || echo ro-refused
-echo inside >/data/new && echo data-written
-python3 -c 'import mmap; f = open("/data/seed", "rb"); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:4].decode())'`
+mount -o remount,rw /srv && awk '$2 == "/srv" { print substr($4, 1, 2) }' /proc/mounts
+touch /srv/x 2>/dev/null && echo ro-written || echo ro-refused
+echo inside >/mnt/new && echo data-written
+python3 -c 'import mmap; f = open("/mnt/seed", "rb"); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:4].decode())'`
 	for _, tc := range []struct {
 		name, fs string
 		args     []string
@@ -192,9 +192,9 @@ python3 -c 'import mmap; f = open("/data/seed", "rb"); print(mmap.mmap(f.fileno(
 		t.Run(tc.name, func(t *testing.T) {
 			data, ro := hostDir(t), hostDir(t)
 			writeFile(t, filepath.Join(data, "seed"), "seed", 0o644)
-			args := append(append([]string{"-c", qemuURI, "-p", "-m", "host-bind:/data=" + data, "-m", "host-bind:/ro=" + ro + ",ro"}, tc.args...), "/bin/sh", "-c", script)
+			args := append(append([]string{"-c", qemuURI, "-p", "-m", "host-bind:/mnt=" + data, "-m", "host-bind:/srv=" + ro + ",ro"}, tc.args...), "/bin/sh", "-c", script)
 			r := sandbox(t, opts{}, args...)
-			want := fmt.Sprintf("/ %s\n/data %s\n/ro %s\nroot-refused\nrw\nro-refused\ndata-written\nseed\n", tc.fs, tc.fs, tc.fs)
+			want := fmt.Sprintf("/ %s\n/mnt %s\n/srv %s\nroot-refused\nrw\nro-refused\ndata-written\nseed\n", tc.fs, tc.fs, tc.fs)
 			r.want(t, 0, want)
 			if got := readFile(t, filepath.Join(data, "new")); got != "inside\n" {
 				t.Errorf("%s/new on the host = %q; want %q", data, got, "inside\n")
