@@ -32,8 +32,9 @@ const ConsoleLog = "console.log"
 const DefaultMemoryMiB = 512
 
 // baseModules are what every QEMU sandbox needs: the PCI transport, the
-// app channel, the 9p shares (the config share always is), and entropy: without a hardware source,
-// getrandom blocks for minutes under TCG (DHCP, TLS, Python all wait).
+// app channel, the 9p shares (the config share always is one), and
+// entropy: without a hardware source, getrandom blocks for minutes under
+// TCG (DHCP, TLS, Python all wait).
 var baseModules = []string{"virtio_pci", "virtio_console", "9p", "9pnet_virtio", "virtio_rng"}
 
 // fsModules are the modules of the filesystems fsimage finds. ext4 wants
