@@ -22,11 +22,12 @@
 #           layers (tests/bench/flatten), against skopeo copy to an OCI
 #           layout plus umoci unpack --rootless of the same archive, timed
 #           together; target ours <= 1.0x.
-#   FILES   reading 1 GiB, a stat of every file under /usr and reading 2000
-#           small files on the host, and in QEMU sandboxes over 9p and over
-#           virtiofs (tests/bench/files.sh, timed inside the guest), through
-#           the root share and a read-only host-bind mount. Targets for the
-#           virtiofs root (the default): read <= 5x the host, walk <= 3x.
+#   FILES   reading 1 GiB, a stat of every file under /usr (BENCH_FILES_WALK)
+#           and reading 2000 small files on the host, and in QEMU sandboxes
+#           over 9p and over virtiofs (tests/bench/files.sh, timed inside the
+#           guest), through the root share and a read-only host-bind mount.
+#           Targets for the virtiofs root (the default): read <= 5x the
+#           host, walk <= 3x.
 #   STDIO   bytes through a sandbox's stdout and stdin (1 GiB on LXC, 256 MiB
 #           on QEMU), against the same bytes through a local pipe; the
 #           sandbox's start (a run of /bin/true) is taken off its time.
@@ -35,7 +36,8 @@
 #           -P 8 and BENCH_SOAK_QEMU at -P 4, counting failures, hangs and
 #           what is left on the host; target zero of each.
 #
-# Environment: BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
+# Environment: BENCH_FILES_WALK (default /usr: the tree FILES stats),
+# BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
 # BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
 # BENCH_FLATTEN_RUNS (default 3), BENCH_FILES_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
@@ -154,14 +156,15 @@ for i in $(seq 2000); do head -c 4096 /dev/urandom >"$files/small/$i"; done
 cat "$files/1g" "$files/small"/* >/dev/null
 files_runs=${BENCH_FILES_RUNS:-3}
 log "file access on the host and over 9p and virtiofs ($files_runs runs each)"
+walk_tree=${BENCH_FILES_WALK:-/usr}
 files_on() { # LABEL [SANDBOX OPTIONS...]: files.sh's lines, prefixed with LABEL
-	local label=$1 dir=$files walk=walk
+	local label=$1 dir=$files tree=$walk_tree
 	shift
 	if [ "$#" -gt 0 ]; then
-		case "$label" in *bind) dir=/bench walk= ;; esac
-		"$launcher" -c qemu:///system --timeout 30m "$@" -- "$PWD/tests/bench/files.sh" "$dir" "$files_runs" $walk
+		case "$label" in *bind) dir=/bench tree= ;; esac
+		"$launcher" -c qemu:///system --timeout 60m "$@" -- "$PWD/tests/bench/files.sh" "$dir" "$files_runs" $tree
 	else
-		tests/bench/files.sh "$dir" "$files_runs" walk
+		tests/bench/files.sh "$dir" "$files_runs" "$tree"
 	fi 2>&1 | sed "s/^/$label /" || true
 }
 {
@@ -171,7 +174,7 @@ files_on() { # LABEL [SANDBOX OPTIONS...]: files.sh's lines, prefixed with LABEL
 		files_on "$fs-bind" --share-fs "$fs" -m "host-bind:/bench=$files,ro"
 	done
 } >"$work/files"
-files_table=$(python3 - "$work/files" <<'PY'
+files_table=$(python3 - "$work/files" "$walk_tree" <<'PY'
 import statistics, sys
 times = {}
 for line in open(sys.argv[1]):
@@ -184,7 +187,7 @@ def median(where, what):
         return None
     return statistics.median(float(x) for x in t)
 targets = {("virtiofs-root", "read"): 5.0, ("virtiofs-root", "walk"): 3.0}
-rows = [("read", "read 1 GiB"), ("walk", "stat of every file under /usr"), ("small", "read 2000 files of 4 KiB")]
+rows = [("read", "read 1 GiB"), ("walk", "stat of every file under " + sys.argv[2]), ("small", "read 2000 files of 4 KiB")]
 failed = False
 print("FILES (median s; x of the host)")
 for what, label in rows:
