@@ -101,8 +101,8 @@ func (s shares) share(src, tag string, readonly, lasting bool) libvirtxml.Domain
 		f.Binary.Cache = &libvirtxml.DomainFilesystemBinaryCache{Mode: "always"}
 	}
 	// Otherwise virtiofsd's default, auto: what the guest read holds for a
-	// second. Not none, which reads twice as fast under TCG (no copy
-	// through the guest's page cache) but makes the guest refuse shared
+	// second. Not none, which spares the guest's page cache (the copy
+	// through it costs most under TCG) but makes the guest refuse shared
 	// mappings of every file (mmap MAP_SHARED: ENODEV).
 	return f
 }

@@ -157,7 +157,7 @@ cat "$files/1g" "$files/small"/* >/dev/null
 files_runs=${BENCH_FILES_RUNS:-3}
 log "file access on the host and over 9p and virtiofs ($files_runs runs each)"
 walk_tree=${BENCH_FILES_WALK:-/usr}
-files_on() { # LABEL [SANDBOX OPTIONS...]: files.sh's lines, prefixed with LABEL
+files_on() { # LABEL [SANDBOX OPTIONS...]: "LABEL NAME SECONDS" per run
 	local label=$1 dir=$files tree=$walk_tree
 	shift
 	if [ "$#" -gt 0 ]; then
@@ -165,7 +165,15 @@ files_on() { # LABEL [SANDBOX OPTIONS...]: files.sh's lines, prefixed with LABEL
 		"$launcher" -c qemu:///system --timeout 60m "$@" -- "$PWD/tests/bench/files.sh" "$dir" "$files_runs" $tree
 	else
 		tests/bench/files.sh "$dir" "$files_runs" "$tree"
-	fi 2>&1 | sed "s/^/$label /" || true
+	fi 2>&1 | while IFS= read -r line; do
+		# The host's clock, as each line arrives.
+		case "$line" in
+		"begin "*) start=$EPOCHREALTIME ;;
+		"failed "*) echo "$label ${line#failed } FAILED" ;;
+		"end "*) awk -v l="$label" -v n="${line#end }" -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%s %s %.3f\n", l, n, b - a }' ;;
+		*) log "$label: $line" ;;
+		esac
+	done || true
 }
 {
 	files_on host
