@@ -131,8 +131,11 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	if err != nil {
 		return nil, err
 	}
-	readOnlyDaemon, daemons := virtiofsDaemons()
-	fs, err := shareFS(cfg, os.Getuid(), daemons)
+	readOnlyDaemon, lacking := virtiofsDaemons()
+	if _, err := tree.Resolve("virtiofs"); err != nil && lacking == nil {
+		lacking = fmt.Errorf("the guest kernel's modules lack it: %w", err)
+	}
+	fs, err := shareFS(cfg, os.Getuid(), lacking)
 	if err != nil {
 		return nil, err
 	}

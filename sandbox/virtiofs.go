@@ -32,9 +32,10 @@ func virtiofsDaemons() (readOnly string, err error) {
 
 // shareFS chooses how host directories reach a QEMU sandbox of cfg
 // launched by uid: as cfg says, else virtiofs where it can run, else 9p.
-// daemons is what virtiofsDaemons found.
-func shareFS(cfg *config.Sandbox, uid int, daemons error) (string, error) {
-	unfit := virtiofsUnfit(cfg, uid, daemons)
+// lacking is what this host lacks for virtiofs (virtiofsDaemons, the
+// guest kernel's module), or nil.
+func shareFS(cfg *config.Sandbox, uid int, lacking error) (string, error) {
+	unfit := virtiofsUnfit(cfg, uid, lacking)
 	switch {
 	case cfg.Kernel.ShareFS == config.VirtiofsShares && unfit != nil:
 		return "", fmt.Errorf("%w: --share-fs virtiofs: %v", config.ErrInvalid, unfit)
@@ -48,7 +49,7 @@ func shareFS(cfg *config.Sandbox, uid int, daemons error) (string, error) {
 
 // virtiofsUnfit tells why virtiofs cannot carry the shares of cfg
 // launched by uid, or nil.
-func virtiofsUnfit(cfg *config.Sandbox, uid int, daemons error) error {
+func virtiofsUnfit(cfg *config.Sandbox, uid int, lacking error) error {
 	switch {
 	case !isLocal(cfg.URI):
 		return errors.New("only for a local URI: the launcher finds virtiofsd on its own host")
@@ -57,8 +58,8 @@ func virtiofsUnfit(cfg *config.Sandbox, uid int, daemons error) error {
 	case uid != 0:
 		// 9p keeps QEMU, and so file access, the caller's.
 		return errors.New("virtiofsd reads the host's files as root, more than a caller other than root may: only root can have it")
-	case daemons != nil:
-		return daemons
+	case lacking != nil:
+		return lacking
 	}
 	for _, m := range cfg.Mounts {
 		if m.Type == config.HostBind && !m.ReadOnly && m.Source == "/" {

@@ -17,7 +17,7 @@ func TestShareFS(t *testing.T) {
 		uri     string
 		ask     string
 		uid     int
-		daemons error
+		lacking error
 		mounts  []config.Mount
 		want    string
 		wantErr string
@@ -27,7 +27,7 @@ func TestShareFS(t *testing.T) {
 		{name: "system as a user", uri: "qemu:///system", uid: 1001, want: "9p"},
 		{name: "session", uri: "qemu:///session", want: "9p"},
 		{name: "remote", uri: "qemu+ssh://h/system", want: "9p"},
-		{name: "no virtiofsd", uri: "qemu:///system", daemons: missing, want: "9p"},
+		{name: "no virtiofsd", uri: "qemu:///system", lacking: missing, want: "9p"},
 		{name: "9p asked", uri: "qemu:///system", ask: "9p", want: "9p"},
 		{name: "9p asked as a user", uri: "qemu:///session", uid: 1001, ask: "9p", want: "9p"},
 		{name: "writable / bound", uri: "qemu:///system", mounts: bindRoot, want: "9p"},
@@ -36,12 +36,13 @@ func TestShareFS(t *testing.T) {
 		{name: "virtiofs asked as a user", uri: "qemu:///system", uid: 1001, ask: "virtiofs", wantErr: "--share-fs virtiofs: virtiofsd reads the host's files as root"},
 		{name: "virtiofs asked on session", uri: "qemu:///session", ask: "virtiofs", wantErr: "--share-fs virtiofs: libvirt 9.0 runs virtiofsd only as root"},
 		{name: "virtiofs asked remotely", uri: "qemu+ssh://h/system", ask: "virtiofs", wantErr: "--share-fs virtiofs: only for a local URI"},
-		{name: "virtiofs asked, missing", uri: "qemu:///system", ask: "virtiofs", daemons: missing, wantErr: "--share-fs virtiofs: virtiofsd is missing"},
+		{name: "virtiofs asked, missing", uri: "qemu:///system", ask: "virtiofs", lacking: missing, wantErr: "--share-fs virtiofs: virtiofsd is missing"},
+		{name: "no virtiofs module", uri: "qemu:///system", lacking: errors.New("the guest kernel's modules lack it"), want: "9p"},
 		{name: "virtiofs asked, writable / bound", uri: "qemu:///system", ask: "virtiofs", mounts: bindRoot, wantErr: "cannot export / writable (-m host-bind:/host=/)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := &config.Sandbox{Driver: config.QEMU, URI: tt.uri, Mounts: tt.mounts, Kernel: config.Kernel{ShareFS: tt.ask}}
-			got, err := shareFS(cfg, tt.uid, tt.daemons)
+			got, err := shareFS(cfg, tt.uid, tt.lacking)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, config.ErrInvalid) {
 					t.Fatalf("shareFS() = %q, %v; want an invalid-config error with %q", got, err, tt.wantErr)
