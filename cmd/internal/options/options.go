@@ -51,7 +51,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
 		&cli.StringFlag{Name: "kmodpath", Usage: "kernel modules `DIR`, holding VERSION/modules.dep or modules.dep (QEMU; default /lib/modules)", Category: "Machine"},
 		&cli.StringFlag{Name: "virt-type", Usage: "`kvm` or qemu (TCG) (QEMU; default kvm when it works, checked within a second)", Category: "Machine"},
-		&cli.StringFlag{Name: "share-fs", Usage: "how host directories reach the machine: `9p` or virtiofs (QEMU; default virtiofs where it can run: qemu:///system or qemu:///embed, as root)", Category: "Machine"},
+		&cli.StringFlag{Name: "share-fs", Usage: "how host directories reach the machine: `FS` is 9p or virtiofs (QEMU; default virtiofs where it can run: qemu:///system or qemu:///embed, as root)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernel-args", Usage: "`ARGS` appended to the kernel command line (QEMU)", Category: "Machine"},
 	}
 }
