@@ -45,7 +45,7 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/libexec/virt-sandbox \
 		$(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
-	install -m 0755 $(BIN)/virt-sandbox-init $(DESTDIR)$(PREFIX)/libexec/virt-sandbox/
+	install -m 0755 $(BIN)/virt-sandbox-init $(BIN)/virt-sandbox-virtiofsd $(DESTDIR)$(PREFIX)/libexec/virt-sandbox/
 	for c in $(COMMANDS); do \
 		install -m 0755 $(BIN)/$$c $(DESTDIR)$(PREFIX)/bin/ && \
 		$(BIN)/$$c --man-page >$(DESTDIR)$(PREFIX)/share/man/man1/$$c.1 && \

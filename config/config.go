@@ -239,7 +239,22 @@ type Kernel struct {
 	VirtType string `json:"virt_type,omitempty"`
 	// Cmdline is appended to the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
+	// ShareFS is how host directories reach the machine: NinePShares,
+	// VirtiofsShares, or empty to choose by where the sandbox runs.
+	ShareFS string `json:"share_fs,omitempty"`
 }
+
+// The ways host directories reach a QEMU sandbox.
+const (
+	NinePShares    = "9p"
+	VirtiofsShares = "virtiofs"
+)
+
+// SharesArg is the kernel argument (an environment variable of the init)
+// by which the launcher tells a QEMU sandbox's init how the root and the
+// host-bind mounts are shared: NinePShares or VirtiofsShares. The config
+// and log shares are 9p always.
+const SharesArg = "VIRT_SANDBOX_SHARES"
 
 // Save writes s to path as indented JSON with the current schema version.
 // It replaces path whole or not at all: a service's saved config is read

@@ -319,6 +319,11 @@ func (s *Sandbox) validateKernel() error {
 	default:
 		return fmt.Errorf("kernel.virt_type %q: unknown (want kvm, qemu or empty for automatic)", k.VirtType)
 	}
+	switch k.ShareFS {
+	case "", NinePShares, VirtiofsShares:
+	default:
+		return fmt.Errorf("kernel.share_fs %q: unknown (want 9p, virtiofs or empty for automatic)", k.ShareFS)
+	}
 	if s.Driver == QEMU && k.MemoryMiB != 0 && k.MemoryMiB < MinQEMUMemoryMiB {
 		return fmt.Errorf("kernel.memory_mib %d: too small for a QEMU guest (want at least %d)", k.MemoryMiB, MinQEMUMemoryMiB)
 	}

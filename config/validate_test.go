@@ -139,6 +139,7 @@ func TestValidate(t *testing.T) {
 		{name: "security value without static", mod: func(s *Sandbox) { s.Security = Security{Label: "dynamic", Value: "u:r:t:s0"} }, wantErr: `security.value "u:r:t:s0": only a static label`},
 		{name: "security value without label", mod: func(s *Sandbox) { s.Security = Security{Value: "u:r:t:s0"} }, wantErr: `security.value "u:r:t:s0"`},
 		{name: "virt type", mod: func(s *Sandbox) { s.Kernel.VirtType = "tcg" }, wantErr: `kernel.virt_type "tcg": unknown`},
+		{name: "share fs", mod: func(s *Sandbox) { s.Kernel.ShareFS = "nfs" }, wantErr: `kernel.share_fs "nfs": unknown`},
 		{name: "qemu memory", mod: func(s *Sandbox) { s.Driver = QEMU; s.Kernel.MemoryMiB = 63 }, wantErr: `kernel.memory_mib 63: too small for a QEMU guest (want at least 64)`},
 		{name: "first problem wins", mod: func(s *Sandbox) { s.Name = "a b"; s.Driver = "" }, wantErr: `name "a b"`},
 	} {

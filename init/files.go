@@ -29,20 +29,20 @@ func mountShares(b *boot) error {
 		if m.ReadOnly {
 			flags = unix.MS_RDONLY
 		}
-		var src, fstype, data string
+		var mnt mount
 		switch m.Type {
 		case config.HostBind:
-			src, fstype, data = config.MountTag(i), "9p", ninePOpts
+			mnt = hostShare(config.MountTag(i), config.MountStage(i), flags, "")
 		case config.HostImage:
 			dev, err := blockDevice(config.MountTag(i))
 			if err != nil {
 				return err
 			}
-			src, fstype = dev, m.FSType
+			mnt = mount{dev, config.MountStage(i), m.FSType, flags, ""}
 		default:
 			continue
 		}
-		if err := mountAll([]mount{{src, config.MountStage(i), fstype, flags, data}}); err != nil {
+		if err := mountAll([]mount{mnt}); err != nil {
 			return err
 		}
 	}

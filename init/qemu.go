@@ -112,6 +112,20 @@ func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 // the page cache for the read-only root.
 const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 
+// hostShare is the mount of the host share tag on target, by the way the
+// launcher shares host directories (config.SharesArg). ninePCache is the
+// cache option of a 9p mount.
+func hostShare(tag, target string, flags uintptr, ninePCache string) mount {
+	if os.Getenv(config.SharesArg) == config.VirtiofsShares {
+		return mount{tag, target, "virtiofs", flags, ""}
+	}
+	data := ninePOpts
+	if ninePCache != "" {
+		data += ",cache=" + ninePCache
+	}
+	return mount{tag, target, "9p", flags, data}
+}
+
 // mountRoot mounts the root share read-only, completed with the mount
 // points it lacks, with a private /run holding the config share, as the
 // LXC driver lays it out.
@@ -141,7 +155,7 @@ func mountRoot(b *boot) error {
 func rootMount(at string) (mount, error) {
 	fstype := os.Getenv(config.RootFSEnv)
 	if fstype == "" {
-		return mount{config.RootTag, at, "9p", unix.MS_RDONLY, ninePOpts + ",cache=loose"}, nil
+		return hostShare(config.RootTag, at, unix.MS_RDONLY, "loose"), nil
 	}
 	dev, err := blockDevice(config.RootTag)
 	return mount{dev, at, fstype, unix.MS_RDONLY, ""}, err

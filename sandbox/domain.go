@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
+	"os"
 	"runtime"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
@@ -44,6 +45,12 @@ func checkHost(cfg *config.Sandbox) error {
 	}
 	if cfg.Driver == config.LXC && k.MemoryMiB != 0 && k.MemoryMiB < minLXCMemoryMiB {
 		return fmt.Errorf("%w: --memory %dM: too small for a container to start (want at least %dM)", config.ErrInvalid, k.MemoryMiB, minLXCMemoryMiB)
+	}
+	if cfg.Driver == config.QEMU && cfg.Kernel.ShareFS == config.VirtiofsShares {
+		_, daemons := virtiofsDaemons()
+		if _, err := shareFS(cfg, os.Getuid(), daemons); err != nil {
+			return err
+		}
 	}
 	if !isLocal(cfg.URI) {
 		return nil

@@ -36,8 +36,9 @@ const ConsoleLog = "console.log"
 const DefaultMemoryMiB = 512
 
 // baseModules are what every QEMU sandbox needs: the PCI transport, the
-// app channel, the 9p shares, and entropy: without a hardware source,
-// getrandom blocks for minutes under TCG (DHCP, TLS, Python all wait).
+// app channel, the 9p shares (the config share always is one), and
+// entropy: without a hardware source, getrandom blocks for minutes under
+// TCG (DHCP, TLS, Python all wait).
 var baseModules = []string{"virtio_pci", "virtio_console", "9p", "9pnet_virtio", "virtio_rng"}
 
 // fsModules are the modules of the filesystems fsimage finds. ext4 wants
@@ -102,9 +103,12 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 }
 
 // modulesFor chooses the modules the config needs, so a plain sandbox
-// loads only the base set.
-func modulesFor(cfg *config.Sandbox) []string {
+// loads only the base set. fs is how host directories are shared.
+func modulesFor(cfg *config.Sandbox, fs string) []string {
 	mods := append([]string(nil), baseModules...)
+	if fs == config.VirtiofsShares {
+		mods = append(mods, "virtiofs")
+	}
 	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" || cfg.RootImage != "" {
 		// The init may lay an overlay over the root for mount points,
 		// which a custom root may lack.
@@ -134,7 +138,7 @@ func modulesFor(cfg *config.Sandbox) []string {
 }
 
 func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	kernPath, initrdPath, err := r.bootFiles()
+	kernPath, initrdPath, host, err := r.bootFiles()
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +155,10 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
 		Kernel:  kernPath,
 		Initrd:  initrdPath,
-		Cmdline: strings.Join(kernelCmdline(cfg, r.remote()), " "),
+		Cmdline: strings.Join(kernelCmdline(cfg, r.remote(), host.fs), " "),
+	}
+	if host.fs == config.VirtiofsShares {
+		d.MemoryBacking = sharedMemory()
 	}
 	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
 	if virtType == "kvm" {
@@ -171,7 +178,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 			Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid()),
 		})
 	}
-	if d.Devices, err = r.qemuDevices(); err != nil {
+	if d.Devices, err = r.qemuDevices(host); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -181,24 +188,28 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 // it in the cache) and returns the paths the domain names for both: the
 // caller's copies in the cache for a local host, volumes on a remote one.
 // The initrd's modules are the launcher's, so a remote host boots the
-// launcher's kernel too.
-func (r *run) bootFiles() (kernel, initrdPath string, err error) {
+// launcher's kernel too. How host directories are shared decides some of
+// those modules: host says how.
+func (r *run) bootFiles() (kernel, initrdPath string, host shares, err error) {
 	kern, err := findKernel(r.cfg.Kernel)
 	if err != nil {
-		return "", "", err
+		return "", "", host, err
 	}
 	r.debugf("kernel %s (version %s), modules from %s", kern.path, kern.version, kern.modules)
 	tree, err := kmod.Open(kern.modules)
 	if err != nil {
-		return "", "", err
+		return "", "", host, err
 	}
-	mods, err := tree.Resolve(modulesFor(r.cfg)...)
+	if host, err = r.hostShares(tree); err != nil {
+		return "", "", host, err
+	}
+	mods, err := tree.Resolve(modulesFor(r.cfg, host.fs)...)
 	if err != nil {
-		return "", "", fmt.Errorf("kernel modules of %s: %w", kern.version, err)
+		return "", "", host, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}
 	rd, err := initrd.Cached(filepath.Join(CacheDir(), "initrd"), r.initPath, mods)
 	if err != nil {
-		return "", "", err
+		return "", "", host, err
 	}
 	if rd.Damaged {
 		r.debugf("the cached initrd was damaged; rebuilt")
@@ -210,19 +221,35 @@ func (r *run) bootFiles() (kernel, initrdPath string, err error) {
 	}
 	if r.remote() {
 		if kernel, err = r.uploadFile("kernel", kern.path, 0o644); err != nil {
-			return "", "", err
+			return "", "", host, err
 		}
 		initrdPath, err = r.uploadFile("initrd", rd.Path, 0o644)
-		return kernel, initrdPath, err
+		return kernel, initrdPath, host, err
 	}
 	kernel, err = cachedKernel(filepath.Join(CacheDir(), "kernel"), kern.path)
-	return kernel, rd.Path, err
+	return kernel, rd.Path, host, err
+}
+
+// hostShares chooses how host directories reach the machine: 9p, or
+// virtiofs where the run asks for it and it can run (tree, the guest's
+// modules, must have it).
+func (r *run) hostShares(tree *kmod.Tree) (shares, error) {
+	readOnlyDaemon, lacking := virtiofsDaemons()
+	if _, err := tree.Resolve("virtiofs"); err != nil && lacking == nil {
+		lacking = fmt.Errorf("the guest kernel's modules lack it: %w", err)
+	}
+	fs, err := shareFS(r.cfg, os.Getuid(), lacking)
+	if err != nil {
+		return shares{}, err
+	}
+	r.debugf("host directories shared by %s", fs)
+	return shares{fs: fs, readOnlyDaemon: readOnlyDaemon}, nil
 }
 
 // kernelCmdline is the guest kernel's command line; arguments of the form
 // KEY=VALUE the kernel does not know reach the init as its environment.
-func kernelCmdline(cfg *config.Sandbox, remote bool) []string {
-	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init"}, fastBoot...)
+func kernelCmdline(cfg *config.Sandbox, remote bool, fs string) []string {
+	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init", config.SharesArg + "=" + fs}, fastBoot...)
 	if cfg.Debug {
 		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
 	} else {
@@ -263,7 +290,7 @@ func (r *run) virtType() (string, error) {
 
 // qemuDevices are the machine's devices: the shares, disks, interfaces,
 // consoles and channels.
-func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
+func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 	cfg := r.cfg
 	root := cfg.Root
 	if root == "" {
@@ -271,9 +298,11 @@ func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
 	}
 	var filesystems []libvirtxml.DomainFilesystem
 	if cfg.RootImage == "" {
-		filesystems = append(filesystems, ninePShare(root, config.RootTag, true))
+		filesystems = append(filesystems, host.share(root, config.RootTag, true, true))
 	}
 	if !r.remote() {
+		// The config share is read once, and stays 9p: a virtiofsd
+		// costs boot time.
 		filesystems = append(filesystems, ninePShare(r.stateDir, config.ConfigTag, true))
 	}
 	var disks []libvirtxml.DomainDisk
@@ -300,11 +329,7 @@ func (r *run) qemuDevices() (*libvirtxml.DomainDeviceList, error) {
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			f := writableShare(m.Source, config.MountTag(i))
-			if m.ReadOnly {
-				f.ReadOnly = &libvirtxml.DomainFilesystemReadOnly{}
-			}
-			filesystems = append(filesystems, f)
+			filesystems = append(filesystems, host.share(m.Source, config.MountTag(i), m.ReadOnly, false))
 		case config.HostImage:
 			blk(m.Source, m.Format, config.MountTag(i), m.ReadOnly)
 		}

@@ -675,6 +675,7 @@ func removeLeftovers(cfg *config.Sandbox) {
 		switch cfg.URI {
 		case "qemu:///system":
 			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
+			removeVirtiofsdLogs(qemuSystemLogDir, cfg.Name)
 		case "qemu:///session":
 			os.Remove(filepath.Join(hostdirs.LibvirtSessionLogs(), cfg.Name+".log"))
 		}

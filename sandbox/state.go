@@ -25,26 +25,36 @@ func StateRoot() string {
 	return hostdirs.Runtime()
 }
 
-// InitPath finds the guest init binary: $VIRT_SANDBOX_INIT, beside the
-// running executable (a build tree), in PREFIX/libexec/virt-sandbox for an
-// executable in PREFIX/bin (make install), or the distribution's place.
+// InitPath finds the guest init binary: $VIRT_SANDBOX_INIT, else as
+// helperPath finds it.
 func InitPath() (string, error) {
 	if p := os.Getenv("VIRT_SANDBOX_INIT"); p != "" {
 		return p, nil
 	}
+	p, err := helperPath("virt-sandbox-init")
+	if err != nil {
+		return "", fmt.Errorf("%w; set VIRT_SANDBOX_INIT", err)
+	}
+	return p, nil
+}
+
+// helperPath finds one of our binaries that are not commands: beside the
+// running executable (a build tree), in PREFIX/libexec/virt-sandbox for an
+// executable in PREFIX/bin (make install), or the distribution's place.
+func helperPath(name string) (string, error) {
 	var tried []string
 	if exe, err := os.Executable(); err == nil {
 		dir := filepath.Dir(exe)
-		tried = append(tried, filepath.Join(dir, "virt-sandbox-init"),
-			filepath.Join(dir, "..", "libexec", "virt-sandbox", "virt-sandbox-init"))
+		tried = append(tried, filepath.Join(dir, name),
+			filepath.Join(dir, "..", "libexec", "virt-sandbox", name))
 	}
-	tried = append(tried, "/usr/libexec/virt-sandbox/virt-sandbox-init")
+	tried = append(tried, filepath.Join("/usr/libexec/virt-sandbox", name))
 	for _, p := range tried {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("cannot find virt-sandbox-init (tried %v; set VIRT_SANDBOX_INIT)", tried)
+	return "", fmt.Errorf("cannot find %s (tried %v)", name, tried)
 }
 
 // prepareState makes the run's state directory and writes the config the

@@ -34,6 +34,8 @@ func TestBadInput(t *testing.T) {
 		{"bad virt type", []string{"-c", "qemu:///system", "--virt-type", "xen", "/bin/true"}, `--virt-type "xen"`},
 		{"bad userns", []string{"--userns", "maybe", "/bin/true"}, `--userns "maybe": want on or off`},
 		{"userns on QEMU", []string{"-c", "qemu:///system", "--userns", "on", "/bin/true"}, "--userns on: user namespaces are for LXC sandboxes"},
+		{"bad share fs", []string{"-c", "qemu:///system", "--share-fs", "nfs", "/bin/true"}, `--share-fs "nfs"`},
+		{"virtiofs remote", []string{"-c", "qemu+ssh://nowhere.invalid/system", "--share-fs", "virtiofs", "/bin/true"}, `--share-fs virtiofs`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leftovers()

@@ -26,6 +26,12 @@
 #           layers (tests/bench/flatten), against skopeo copy to an OCI
 #           layout plus umoci unpack --rootless of the same archive, timed
 #           together; target ours <= 1.0x.
+#   FILES   reading 1 GiB, a stat of every file under /usr (BENCH_FILES_WALK)
+#           and reading 2000 small files on the host, and in QEMU sandboxes
+#           over 9p and over virtiofs (tests/bench/files.sh, timed inside the
+#           guest), through the root share and a read-only host-bind mount.
+#           Targets for the virtiofs root (the default): read <= 5x the
+#           host, walk <= 3x.
 #   STDIO   bytes through a sandbox's stdout and stdin (1 GiB on LXC, 256 MiB
 #           on QEMU), against the same bytes through a local pipe; the
 #           sandbox's start (a run of /bin/true) is taken off its time.
@@ -34,9 +40,10 @@
 #           -P 8 and BENCH_SOAK_QEMU at -P 4, counting failures, hangs and
 #           what is left on the host; target zero of each.
 #
-# Environment: BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
+# Environment: BENCH_FILES_WALK (default /usr: the tree FILES stats),
+# BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
 # BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
-# BENCH_FLATTEN_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
+# BENCH_FLATTEN_RUNS (default 3), BENCH_FILES_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
 # should be the one the launcher picks on this host), BENCH_BIN (default bin:
 # where virt-sandbox is), GO (default go).
@@ -154,19 +161,81 @@ for pass in cold cached; do
 	initrd_lines+=("$(printf '%-7s %s  [whole run %s]' "$pass" "$line" "$wall")")
 done
 
-# Reading a 1 GiB file of the host's root: inside a QEMU sandbox (through
-# the 9p root share) against on the host, both from the host's page cache.
-big=/var/tmp/virt-sandbox-bench-1g
-trap 'rm -rf "$work" "$big"' EXIT
-head -c 1073741824 /dev/urandom >"$big"
-cat "$big" >/dev/null
-read_secs() { # the seconds dd reports for reading $big
-	"$@" dd if="$big" of=/dev/null bs=1M 2>&1 | awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i-1) }'
+# File access: tests/bench/files.sh reads a 1 GiB file, 2000 files of
+# 4 KiB and (through the root only) stats every file under /usr, on the host
+# and in QEMU sandboxes over 9p and over virtiofs, each through the root
+# share (the host's / read-only) and through a read-only host-bind mount.
+# Medians of BENCH_FILES_RUNS runs, all from the host's page cache.
+files=$(mktemp -d /var/tmp/virt-sandbox-bench-files.XXXXXX)
+trap 'rm -rf "$work" "$files"' EXIT
+head -c 1073741824 /dev/urandom >"$files/1g"
+mkdir "$files/small"
+for i in $(seq 2000); do head -c 4096 /dev/urandom >"$files/small/$i"; done
+cat "$files/1g" "$files/small"/* >/dev/null
+files_runs=${BENCH_FILES_RUNS:-3}
+log "file access on the host and over 9p and virtiofs ($files_runs runs each)"
+walk_tree=${BENCH_FILES_WALK:-/usr}
+files_on() { # LABEL [SANDBOX OPTIONS...]: "LABEL NAME SECONDS" per run
+	local label=$1 dir=$files tree=$walk_tree
+	shift
+	if [ "$#" -gt 0 ]; then
+		case "$label" in *bind) dir=/bench tree= ;; esac
+		"$launcher" -c qemu:///system --timeout 60m "$@" -- "$PWD/tests/bench/files.sh" "$dir" "$files_runs" $tree
+	else
+		tests/bench/files.sh "$dir" "$files_runs" "$tree"
+	fi 2>&1 | while IFS= read -r line; do
+		# The host's clock, as each line arrives.
+		case "$line" in
+		"begin "*) start=$EPOCHREALTIME ;;
+		"failed "*) echo "$label ${line#failed } FAILED" ;;
+		"end "*) awk -v l="$label" -v n="${line#end }" -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%s %s %.3f\n", l, n, b - a }' ;;
+		*) log "$label: $line" ;;
+		esac
+	done || true
 }
-log "reading 1 GiB on the host and in a QEMU sandbox"
-read_host=$(read_secs)
-read_qemu=$(read_secs "$launcher" -c qemu:///system --)
-[ -n "$read_qemu" ] || { read_qemu=FAILED; failed=1; }
+{
+	files_on host
+	for fs in 9p virtiofs; do
+		files_on "$fs-root" --share-fs "$fs"
+		files_on "$fs-bind" --share-fs "$fs" -m "host-bind:/bench=$files,ro"
+	done
+} >"$work/files"
+files_table=$(python3 - "$work/files" "$walk_tree" <<'PY'
+import statistics, sys
+times = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) == 3:
+        times.setdefault((f[0], f[1]), []).append(f[2])
+def median(where, what):
+    t = times.get((where, what), [])
+    if not t or "FAILED" in t:
+        return None
+    return statistics.median(float(x) for x in t)
+targets = {("virtiofs-root", "read"): 5.0, ("virtiofs-root", "walk"): 3.0}
+rows = [("read", "read 1 GiB"), ("walk", "stat of every file under " + sys.argv[2]), ("small", "read 2000 files of 4 KiB")]
+failed = False
+print("FILES (median s; x of the host)")
+for what, label in rows:
+    host = median("host", what)
+    print(f"  {label:<40} host {host:.3f} s" if host else f"  {label:<40} host FAILED")
+    for where in ["9p-root", "9p-bind", "virtiofs-root", "virtiofs-bind"]:
+        if what == "walk" and where.endswith("bind"):
+            continue
+        m = median(where, what)
+        if m is None or not host:
+            print(f"    {where:<38} FAILED")
+            failed = True
+            continue
+        r = m / host
+        line = f"    {where:<38} {m:8.3f} s  {r:6.1f}x"
+        t = targets.get((where, what))
+        if t:
+            line += f"   target <= {t:.0f}x: " + ("ok" if r <= t else "MISSED")
+        print(line)
+sys.exit(1 if failed else 0)
+PY
+) || failed=1
 
 # Throughput of LXC sandboxes: 16 one after another, then 16 with 4 at a time.
 throughput() { # PARALLEL: sandboxes per second over 16 runs of /bin/true
@@ -256,11 +325,9 @@ printf '%-48s %s\n' \
 	"      -c qemu:///session as $session_user" "$(secs session)" \
 	"      session / system" "$(ratio session qemu)"
 printf '%-48s %s\n' \
-	"read 1 GiB  on the host" "$read_host s" \
-	"            in a QEMU sandbox (9p root)" "$read_qemu s" \
-	"            sandbox / host" "$(awk -v a="$read_qemu" -v b="$read_host" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1fx", a / b; else print "n/a" }')" \
 	"LXC throughput, 16 sequential" "$tp_seq" \
 	"               16 with xargs -P 4" "$tp_par"
+echo "$files_table"
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
 cat "$work/flatten"

@@ -58,6 +58,7 @@ func run(m *testing.M) int {
 		{"virt-sandbox-service", "./cmd/virt-sandbox-service", nil},
 		{"virt-sandbox-image", "./cmd/virt-sandbox-image", nil},
 		{"virt-sandbox-init", "./init", []string{"CGO_ENABLED=0"}},
+		{"virt-sandbox-virtiofsd", "./cmd/virt-sandbox-virtiofsd", nil},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd.Dir = ".."

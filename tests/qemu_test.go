@@ -220,3 +220,52 @@ func TestEmbedLogs(t *testing.T) {
 		})
 	}
 }
+
+// TestShareFS checks how host directories reach a QEMU sandbox: virtiofs
+// by default for root on qemu:///system, read-only enforced by the host,
+// shared mappings and writes through a host-bind mount working; 9p when
+// asked, and for a caller other than root, who cannot ask for virtiofs.
+func TestShareFS(t *testing.T) {
+	t.Parallel()
+	if os.Getuid() != 0 {
+		t.Skip("virtiofs needs a root caller")
+	}
+	// The guest's root cannot write through a read-only share: the host
+	// refuses even when the guest remounts it read-write (-p keeps
+	// CAP_SYS_ADMIN).
+	script := `awk '$2 == "/" || $2 == "/mnt" || $2 == "/srv" { print $2, $3 }' /proc/mounts | sort
+touch /virt-sandbox-test-x 2>/dev/null && echo root-written || echo root-refused
+mount -o remount,rw /srv && awk '$2 == "/srv" { print substr($4, 1, 2) }' /proc/mounts
+touch /srv/x 2>/dev/null && echo ro-written || echo ro-refused
+echo inside >/mnt/new && echo data-written
+python3 -c 'import mmap; f = open("/mnt/seed", "rb"); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:4].decode())'`
+	for _, tc := range []struct {
+		name, fs string
+		args     []string
+	}{
+		{"default", "virtiofs", nil},
+		{"9p asked", "9p", []string{"--share-fs", "9p"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, ro := hostDir(t), hostDir(t)
+			writeFile(t, filepath.Join(data, "seed"), "seed", 0o644)
+			args := append(append([]string{"-c", qemuURI, "-p", "-m", "host-bind:/mnt=" + data, "-m", "host-bind:/srv=" + ro + ",ro"}, tc.args...), "/bin/sh", "-c", script)
+			r := sandbox(t, opts{}, args...)
+			want := fmt.Sprintf("/ %s\n/mnt %s\n/srv %s\nroot-refused\nrw\nro-refused\ndata-written\nseed\n", tc.fs, tc.fs, tc.fs)
+			r.want(t, 0, want)
+			if got := readFile(t, filepath.Join(data, "new")); got != "inside\n" {
+				t.Errorf("%s/new on the host = %q; want %q", data, got, "inside\n")
+			}
+			if entries, _ := os.ReadDir(ro); len(entries) != 0 {
+				t.Errorf("the read-only source holds %v after the run", entries)
+			}
+			absentOnHost(t, "/virt-sandbox-test-x")
+		})
+	}
+	t.Run("user", func(t *testing.T) {
+		r := sandbox(t, opts{asUser: true}, "-c", qemuURI, "/bin/sh", "-c", `awk '$2 == "/" { print $3 }' /proc/mounts`)
+		r.want(t, 0, "9p\n")
+		r = sandbox(t, opts{asUser: true}, "-c", qemuURI, "--share-fs", "virtiofs", "/bin/true")
+		checkRefused(t, r, "--share-fs virtiofs: virtiofsd reads the host's files as root")
+	})
+}

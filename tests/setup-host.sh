@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 packages=(
 	libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-lxc
 	libvirt-clients libvirt-dev pkg-config
-	qemu-system-x86 qemu-utils linux-image-amd64
+	# qemu-system-common: /usr/lib/qemu/virtiofsd, for virtiofs shares.
+	qemu-system-x86 qemu-system-common qemu-utils linux-image-amd64
 	busybox-static bubblewrap hyperfine tmux e2fsprogs tini python3
 	squashfs-tools dnsmasq-base
 	docker-registry skopeo umoci systemd man-db

@@ -52,6 +52,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
 		&cli.StringFlag{Name: "kmodpath", Usage: "kernel modules `DIR`, holding VERSION/modules.dep or modules.dep (QEMU; default /lib/modules)", Category: "Machine"},
 		&cli.StringFlag{Name: "virt-type", Usage: "`kvm` or qemu (TCG) (QEMU; default kvm when it works, checked within a second)", Category: "Machine"},
+		&cli.StringFlag{Name: "share-fs", Usage: "how host directories reach the machine: `FS` is 9p or virtiofs (QEMU; default virtiofs where it can run: qemu:///system or qemu:///embed, as root)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernel-args", Usage: "`ARGS` appended to the kernel command line (QEMU)", Category: "Machine"},
 	}
 }
@@ -350,6 +351,7 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 		VCPUs:      c.Uint("vcpus"),
 		VirtType:   c.String("virt-type"),
 		Cmdline:    c.String("kernel-args"),
+		ShareFS:    c.String("share-fs"),
 	}
 	if c.IsSet("vcpus") && k.VCPUs == 0 {
 		return k, fmt.Errorf("%w: --vcpus 0: want at least 1", config.ErrInvalid)
@@ -358,6 +360,11 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 	case "", "kvm", "qemu":
 	default:
 		return k, fmt.Errorf("%w: --virt-type %q: unknown (want kvm or qemu)", config.ErrInvalid, k.VirtType)
+	}
+	switch k.ShareFS {
+	case "", config.NinePShares, config.VirtiofsShares:
+	default:
+		return k, fmt.Errorf("%w: --share-fs %q: unknown (want 9p or virtiofs)", config.ErrInvalid, k.ShareFS)
 	}
 	m := c.String("memory")
 	if m == "" {
