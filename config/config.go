@@ -241,6 +241,9 @@ type Kernel struct {
 	VirtType string `json:"virt_type,omitempty"`
 	// Cmdline is appended to the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
+	// ColdBoot boots the kernel even where the machine could be restored
+	// from a booted template.
+	ColdBoot bool `json:"cold_boot,omitempty"`
 }
 
 // Save writes s to path as indented JSON with the current schema version.
@@ -301,6 +304,9 @@ const (
 // of the shares.
 const (
 	AppChannel = "org.virt-sandbox.app"
+	// RunChannel is where the init of a machine restored from a template
+	// learns that its run has come (sandbox/console.Resume).
+	RunChannel = "org.virt-sandbox.run"
 	RootTag    = "sandbox-root"
 	ConfigTag  = "sandbox-config"
 	LogTag     = "sandbox-log"

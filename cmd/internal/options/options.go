@@ -53,6 +53,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "kmodpath", Usage: "kernel modules `DIR`, holding VERSION/modules.dep or modules.dep (QEMU; default /lib/modules)", Category: "Machine"},
 		&cli.StringFlag{Name: "virt-type", Usage: "`kvm` or qemu (TCG) (QEMU; default kvm when it works, checked within a second)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernel-args", Usage: "`ARGS` appended to the kernel command line (QEMU)", Category: "Machine"},
+		&cli.BoolFlag{Name: "cold-boot", Usage: "boot the kernel instead of restoring a machine booted once and saved, as a QEMU sandbox without disks or networks otherwise does", Category: "Machine"},
 	}
 }
 
@@ -348,6 +349,7 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 		VCPUs:      c.Uint("vcpus"),
 		VirtType:   c.String("virt-type"),
 		Cmdline:    c.String("kernel-args"),
+		ColdBoot:   c.Bool("cold-boot"),
 	}
 	if c.IsSet("vcpus") && k.VCPUs == 0 {
 		return k, fmt.Errorf("%w: --vcpus 0: want at least 1", config.ErrInvalid)
