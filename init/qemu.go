@@ -100,7 +100,11 @@ func awaitRun(b *boot) error {
 		return err
 	}
 	defer port.Close()
-	m, err := console.AwaitResume(port)
+	msg, err := awaitResume(port)
+	if err != nil {
+		return err
+	}
+	m, err := console.DecodeResume(msg)
 	if err != nil {
 		return err
 	}
@@ -110,6 +114,53 @@ func awaitRun(b *boot) error {
 	}
 	b.logf("restored: clock set to %v", m.Time.UTC().Format(time.RFC3339Nano))
 	return addEntropy(m.Entropy[:])
+}
+
+// resumeWait bounds the wait for the launcher once the machine is restored:
+// it connects right after the restore, and a machine whose launcher was
+// killed during the restore (which cannot autodestroy) must not wait on.
+const resumeWait = 30 * time.Second
+
+// awaitResume says the init is ready every 20 ms and waits, across the
+// save and the restore, for the host's resume message. A virtio port polls
+// POLLHUP while no host has it open: the builder of the template has it
+// open when it saves the machine, so a hang-up after that is a restored
+// machine whose launcher is yet to connect, or never will.
+func awaitResume(port *os.File) ([]byte, error) {
+	fd := int(port.Fd())
+	msg := make([]byte, 0, console.ResumeSize)
+	var hostSeen bool
+	var restored time.Time
+	lastReady := time.Time{}
+	for len(msg) < cap(msg) {
+		if time.Since(lastReady) >= 20*time.Millisecond {
+			// Lost while no host has the port open, which is fine.
+			unix.Write(fd, []byte{console.ReadyByte})
+			lastReady = time.Now()
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, 20); err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("waiting for the run: %w", err)
+		}
+		switch ev := fds[0].Revents; {
+		case ev&unix.POLLIN != 0:
+			n, err := unix.Read(fd, msg[len(msg):cap(msg)])
+			if err != nil && err != unix.EINTR && err != unix.EAGAIN {
+				return nil, fmt.Errorf("waiting for the run: %w", err)
+			}
+			msg = msg[:len(msg)+max(n, 0)]
+		case ev&unix.POLLHUP != 0:
+			if hostSeen && restored.IsZero() {
+				restored = time.Now()
+			}
+			if !restored.IsZero() && time.Since(restored) > resumeWait {
+				return nil, fmt.Errorf("restored, but no launcher came within %v", resumeWait)
+			}
+		default:
+			hostSeen, restored = true, time.Time{}
+		}
+	}
+	return msg, nil
 }
 
 // addEntropy credits the host's random bytes to the kernel's pool and

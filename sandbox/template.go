@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -104,7 +105,7 @@ func templateKey(t *libvirtxml.Domain, versions string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	k.Name, k.UUID = "", ""
+	k.Name, k.UUID, k.Title = "", "", ""
 	for i := range k.Devices.Filesystems {
 		k.Devices.Filesystems[i].Source = nil
 	}
@@ -139,18 +140,25 @@ func slotIdentity(key string, i int) (name, uuid string) {
 	return fmt.Sprintf("virt-sandbox-tpl-%s-%d", key, i), fmt.Sprintf("%s-%s-%s-%s-%s", h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 }
 
-// takeSlot locks the first free slot of template key. The other free slots
-// are checked on the way: a machine still running in one was left by a
-// launcher that was killed (a restored machine cannot be autodestroyed)
-// and is destroyed.
-func (r *run) takeSlot(key string) (*templateSlot, error) {
-	dir := filepath.Join(CacheDir(), "template", key)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// slotPrefix begins the names of template slots' machines.
+const slotPrefix = "virt-sandbox-tpl-"
+
+// slotLock is the lock file of the slot whose machine is name, in dir, the
+// caller's template cache.
+func slotLock(dir, name string) string {
+	rest := strings.TrimPrefix(name, slotPrefix)
+	cut := strings.LastIndexByte(rest, '-')
+	return filepath.Join(dir, rest[:max(cut, 0)], "slot"+rest[max(cut, 0):]+".lock")
+}
+
+// takeSlot locks the first free slot of template key in dir.
+func takeSlot(dir, key string) (*templateSlot, error) {
+	if err := os.MkdirAll(filepath.Join(dir, key), 0o700); err != nil {
 		return nil, fmt.Errorf("template cache: %w", err)
 	}
-	var taken *templateSlot
 	for i := range maxTemplateSlots {
-		lock, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("slot-%d.lock", i)), os.O_RDWR|os.O_CREATE, 0o600)
+		name, uuid := slotIdentity(key, i)
+		lock, err := os.OpenFile(slotLock(dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("template cache: %w", err)
 		}
@@ -158,27 +166,29 @@ func (r *run) takeSlot(key string) (*templateSlot, error) {
 			lock.Close()
 			continue
 		}
-		name, uuid := slotIdentity(key, i)
-		r.destroyLeftover(name)
-		if taken != nil {
-			lock.Close()
-			continue
-		}
-		taken = &templateSlot{name: name, uuid: uuid, image: filepath.Join(dir, fmt.Sprintf("slot-%d.save", i)), lock: lock}
+		return &templateSlot{name: name, uuid: uuid, image: strings.TrimSuffix(lock.Name(), ".lock") + ".save", lock: lock}, nil
 	}
-	return taken, nil
+	return nil, nil
 }
 
-// destroyLeftover destroys the running machine named name.
-func (r *run) destroyLeftover(name string) {
-	dom, err := r.conn.LookupDomainByName(name)
+// sweepSlots destroys the machines running in slots of dir that no run
+// holds: a launcher killed with SIGKILL during the restore left them (a
+// restored machine cannot be autodestroyed; once the program runs, the
+// init ends it when the launcher's channel closes).
+func (r *run) sweepSlots(dir string) {
+	doms, err := r.conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
 	if err != nil {
 		return
 	}
-	defer dom.Free()
-	if active, err := dom.IsActive(); err == nil && active {
-		r.debugf("destroying %s, left running by a launcher that was killed", name)
-		dom.Destroy()
+	for _, dom := range doms {
+		if name, err := dom.GetName(); err == nil && strings.HasPrefix(name, slotPrefix) {
+			if lock, err := lockPath(slotLock(dir, name), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+				r.debugf("destroying %s, left running by a launcher that was killed", name)
+				dom.Destroy()
+				lock.Close()
+			}
+		}
+		dom.Free()
 	}
 }
 
@@ -203,15 +213,21 @@ func (r *run) startFromTemplate(d *libvirtxml.Domain) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	slot, err := r.takeSlot(key)
+	dir := filepath.Join(CacheDir(), "template")
+	r.sweepSlots(dir)
+	slot, err := takeSlot(dir, key)
 	if err != nil || slot == nil {
 		return false, err
 	}
 	r.onCleanup(func() { slot.lock.Close() })
-	tpl.Name, tpl.UUID = slot.name, slot.uuid
+	// The title names the sandbox in virsh list --title.
+	tpl.Name, tpl.UUID, tpl.Title = slot.name, slot.uuid, r.cfg.Name
 	if !fileExists(slot.image) {
 		if err := r.buildTemplate(tpl, slot.image); err != nil {
-			return false, err
+			// The cold boot says why a machine does not boot in the
+			// words it always has, and runs where the cache is full.
+			r.debugf("building the template: %v; booting cold", err)
+			return false, nil
 		}
 		r.debugf("template %s built in %v", slot.name, time.Since(t).Round(time.Millisecond))
 		t = time.Now()
@@ -289,7 +305,9 @@ func (r *run) resume(slot *templateSlot) error {
 	if err != nil {
 		return fmt.Errorf("opening the run channel: %w", err)
 	}
-	defer conn.Close()
+	// Open until the run ends: QEMU may drop what it has not yet passed
+	// to the guest when the peer hangs up.
+	r.onCleanup(func() { conn.Close() })
 	m := console.Resume{Time: time.Now()}
 	rand.Read(m.Entropy[:])
 	if err := console.SendResume(conn, m); err != nil {

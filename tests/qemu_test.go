@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,5 +219,76 @@ func TestEmbedLogs(t *testing.T) {
 				t.Errorf("%s/log/libvirt.log (%v) lacks libvirt's warning; it has:\n%s", root, err, log)
 			}
 		})
+	}
+}
+
+// TestQEMUTemplate: a QEMU sandbox is restored from a template, and each
+// run starts from the same clean state with its own clock and entropy:
+// the host's time, random bytes of its own, and nothing a run before it
+// left in /tmp. --cold-boot boots the kernel.
+func TestQEMUTemplate(t *testing.T) {
+	if coldBoot {
+		t.Skip("VIRT_SANDBOX_TEST_COLD_BOOT=1: no templates")
+	}
+	t.Parallel()
+	script := `head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; date +%s.%N; ls -A /tmp; touch /tmp/left-behind`
+	seen := map[string]bool{}
+	for i := range 3 {
+		if i > 0 {
+			// A guest clock left as saved would now be behind.
+			time.Sleep(3 * time.Second)
+		}
+		before := float64(time.Now().UnixNano()) / 1e9
+		r := sandbox(t, opts{}, "-d", "-c", qemuURI, "--", "/bin/sh", "-c", script)
+		after := float64(time.Now().UnixNano()) / 1e9
+		if r.code != 0 || !strings.Contains(r.stderr, "virt-sandbox: restored virt-sandbox-tpl-") {
+			t.Fatalf("run %d: exit %d, not restored from a template; stderr:\n%s", i, r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("run %d printed %q, want random bytes and the time (and an empty /tmp)", i, r.stdout)
+		}
+		if seen[lines[0]] {
+			t.Errorf("run %d read random bytes %s that a run before read too", i, lines[0])
+		}
+		seen[lines[0]] = true
+		var guest float64
+		fmt.Sscan(lines[1], &guest)
+		if guest < before-1 || guest > after+1 {
+			t.Errorf("run %d: the guest's clock said %.3f, the run lasted from %.3f to %.3f", i, guest, before, after)
+		}
+	}
+	r := sandbox(t, opts{}, "-d", "--cold-boot", "-c", qemuURI, "/bin/true")
+	if r.code != 0 || !strings.Contains(r.stderr, "booting cold: --cold-boot") || strings.Contains(r.stderr, "restored") {
+		t.Errorf("--cold-boot: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestQEMUTemplateParallel: 16 sandboxes with a share each, 4 at a time,
+// from one template: each gets its own share and its own result.
+func TestQEMUTemplateParallel(t *testing.T) {
+	t.Parallel()
+	var wg sync.WaitGroup
+	results := make([]result, 16)
+	dirs := make([]string, 16)
+	slots := make(chan struct{}, 4)
+	for i := range results {
+		dirs[i] = t.TempDir()
+		if err := os.WriteFile(filepath.Join(dirs[i], "n"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			results[i] = sandbox(t, opts{}, "-c", qemuURI, "-m", "host-bind:/mnt/own="+dirs[i], "-e", fmt.Sprintf("N=%d", i),
+				"--", "/bin/sh", "-c", `echo "$N $(cat /mnt/own/n)"; echo written >/mnt/own/out`)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		r.want(t, 0, fmt.Sprintf("%d %d\n", i, i))
+		if b, err := os.ReadFile(filepath.Join(dirs[i], "out")); err != nil || string(b) != "written\n" {
+			t.Errorf("run %d wrote %q (%v) to its share, want written", i, b, err)
+		}
 	}
 }

@@ -113,7 +113,18 @@ type Program struct {
 func (g *Guest) Serve(p Program) error {
 	stdin := newStdinQueue()
 	acked := make(chan error, 1)
-	go func() { acked <- g.demux(p, stdin) }()
+	go func() {
+		err := g.demux(p, stdin)
+		if errors.Is(err, io.EOF) && p.Signal != nil {
+			// The host went away (a launcher killed with SIGKILL):
+			// nobody will read the program's output or its status.
+			// A machine restored from a template is not destroyed
+			// with the launcher's connection; it ends with its
+			// program.
+			p.Signal(syscall.SIGKILL)
+		}
+		acked <- err
+	}()
 	go g.feedStdin(p.Stdin, stdin)
 
 	var pumps sync.WaitGroup

@@ -55,41 +55,11 @@ func AwaitReady(conn io.Reader) error {
 	}
 }
 
-// AwaitResume is the init's end: it says it is ready every 20 ms and waits,
-// across the save and the restore, for the host's resume message.
-func AwaitResume(port io.ReadWriter) (Resume, error) {
-	heard := make(chan struct{})
-	defer close(heard)
-	go func() {
-		for {
-			// Written while no host has the port open, it is lost,
-			// which is fine: the next one is not.
-			port.Write([]byte{ReadyByte})
-			select {
-			case <-heard:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	b := make([]byte, 0, resumeSize)
-	for len(b) < resumeSize {
-		n, err := port.Read(b[len(b):resumeSize])
-		b = b[:len(b)+n]
-		if err == io.EOF || (err == nil && n == 0) {
-			// No host has the port open: the machine is yet to be
-			// saved, or to be restored.
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		if err != nil {
-			return Resume{}, fmt.Errorf("console: waiting for the run: %w", err)
-		}
-	}
-	return decodeResume(b)
-}
+// ResumeSize is the length of the resume message.
+const ResumeSize = resumeSize
 
-func decodeResume(b []byte) (Resume, error) {
+// DecodeResume reads the resume message the init received.
+func DecodeResume(b []byte) (Resume, error) {
 	if len(b) != resumeSize || string(b[:len(resumeMagic)]) != resumeMagic {
 		return Resume{}, fmt.Errorf("%w: not a resume message: %q", ErrFrame, b)
 	}
