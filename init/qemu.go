@@ -133,32 +133,45 @@ func awaitResume(port *os.File) ([]byte, error) {
 	var restored time.Time
 	lastReady := time.Time{}
 	for len(msg) < cap(msg) {
+		events := int16(unix.POLLIN)
 		if time.Since(lastReady) >= 20*time.Millisecond {
-			// Lost while no host has the port open, which is fine.
-			unix.Write(fd, []byte{console.ReadyByte})
-			lastReady = time.Now()
+			events |= unix.POLLOUT
 		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: events}}
 		if _, err := unix.Poll(fds, 20); err != nil && err != unix.EINTR {
 			return nil, fmt.Errorf("waiting for the run: %w", err)
 		}
-		switch ev := fds[0].Revents; {
-		case ev&unix.POLLIN != 0:
+		ev := fds[0].Revents
+		if ev&unix.POLLOUT != 0 {
+			// Only while a host has the port open: a write blocks
+			// until one has.
+			unix.Write(fd, []byte{console.ReadyByte})
+			lastReady = time.Now()
+		}
+		if ev&unix.POLLIN != 0 {
 			n, err := unix.Read(fd, msg[len(msg):cap(msg)])
 			if err != nil && err != unix.EINTR && err != unix.EAGAIN {
 				return nil, fmt.Errorf("waiting for the run: %w", err)
 			}
-			msg = msg[:len(msg)+max(n, 0)]
-		case ev&unix.POLLHUP != 0:
-			if hostSeen && restored.IsZero() {
-				restored = time.Now()
+			if n > 0 {
+				msg = msg[:len(msg)+n]
+				continue
 			}
-			if !restored.IsZero() && time.Since(restored) > resumeWait {
-				return nil, fmt.Errorf("restored, but no launcher came within %v", resumeWait)
-			}
-		default:
-			hostSeen, restored = true, time.Time{}
 		}
+		// Without a host, the port polls readable (at end of file)
+		// and hung up; with one and nothing to read, only writable.
+		if ev&unix.POLLHUP == 0 {
+			hostSeen, restored = true, time.Time{}
+			continue
+		}
+		if hostSeen && restored.IsZero() {
+			restored = time.Now()
+		}
+		if !restored.IsZero() && time.Since(restored) > resumeWait {
+			return nil, fmt.Errorf("restored, but no launcher came within %v", resumeWait)
+		}
+		// Hung up, the port polls at once.
+		time.Sleep(5 * time.Millisecond)
 	}
 	return msg, nil
 }

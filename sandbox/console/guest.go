@@ -102,7 +102,12 @@ type Program struct {
 	// Stderr is nil on a terminal.
 	Stderr io.Reader
 	Signal func(syscall.Signal)
-	Resize func(WinSize)
+	// HostGone, when set, is called when the host closes the channel
+	// before it acknowledged the exit: nobody reads the program's output
+	// or its status any more, and writes to a virtio port block while no
+	// host has it open.
+	HostGone func()
+	Resize   func(WinSize)
 	// Wait returns once the program has ended and every other process that
 	// could hold its output open is gone.
 	Wait func() Status
@@ -115,13 +120,8 @@ func (g *Guest) Serve(p Program) error {
 	acked := make(chan error, 1)
 	go func() {
 		err := g.demux(p, stdin)
-		if errors.Is(err, io.EOF) && p.Signal != nil {
-			// The host went away (a launcher killed with SIGKILL):
-			// nobody will read the program's output or its status.
-			// A machine restored from a template is not destroyed
-			// with the launcher's connection; it ends with its
-			// program.
-			p.Signal(syscall.SIGKILL)
+		if errors.Is(err, io.EOF) && p.HostGone != nil {
+			p.HostGone()
 		}
 		acked <- err
 	}()
