@@ -35,7 +35,8 @@ func hostModules(t *testing.T) string {
 
 // TestCompressedModules boots with a module tree whose modules are gzip-,
 // xz- and zstd-compressed copies of the host's, and checks from the init's
-// debug log that each was loaded with its compression.
+// debug log that each was loaded with its compression. It boots cold: a
+// run restored from a template shows only the steps after the restore.
 func TestCompressedModules(t *testing.T) {
 	t.Parallel()
 	src := hostModules(t)
@@ -74,7 +75,7 @@ func TestCompressedModules(t *testing.T) {
 			os.WriteFile(filepath.Join(dst, f), b, 0o644)
 		}
 	}
-	r := sandbox(t, opts{}, "-d", "-c", qemuURI, "--kmodpath", dst, "/bin/sh", "-c", "echo booted")
+	r := sandbox(t, opts{}, "-d", "--cold-boot", "-c", qemuURI, "--kmodpath", dst, "/bin/sh", "-c", "echo booted")
 	r.want(t, 0, "booted\n")
 	for name, comp := range want {
 		re := regexp.MustCompile(`module ` + name + ` \(` + comp + `, \d+ bytes\) loaded`)
