@@ -193,7 +193,7 @@ var coldBoot = os.Getenv("VIRT_SANDBOX_TEST_COLD_BOOT") == "1"
 
 // withColdBoot adds --cold-boot to a launcher's QEMU args when coldBoot.
 func withColdBoot(args []string) []string {
-	if coldBoot && slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "qemu:") }) {
+	if coldBoot && !slices.Contains(args, "--cold-boot") && slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "qemu:") }) {
 		return append([]string{"--cold-boot"}, args...)
 	}
 	return args
