@@ -68,6 +68,18 @@ func templateRefusal(cfg *config.Sandbox) string {
 	return ""
 }
 
+// unsavable tells why libvirt could not save the machine d, or "": a
+// virtiofs share (vhost-user-fs) blocks migration, and so saving, in QEMU
+// 7.2; building a template would cost a boot for nothing.
+func unsavable(d *libvirtxml.Domain) string {
+	for _, f := range d.Devices.Filesystems {
+		if f.Driver != nil && f.Driver.Type == "virtiofs" {
+			return "virtiofs shares cannot be saved"
+		}
+	}
+	return ""
+}
+
 // asTemplate is the run's machine d as a template's: its init waits for
 // the run on the run channel.
 func asTemplate(d *libvirtxml.Domain, stateDir string) (*libvirtxml.Domain, error) {
@@ -196,6 +208,10 @@ func (r *run) sweepSlots(dir string) {
 // the template's slot first when it has none saved. It tells whether it
 // did; when not, the machine boots cold.
 func (r *run) startFromTemplate(d *libvirtxml.Domain) (bool, error) {
+	if why := unsavable(d); why != "" {
+		r.debugf("booting cold: %s", why)
+		return false, nil
+	}
 	t := time.Now()
 	tpl, err := asTemplate(d, r.stateDir)
 	if err != nil {

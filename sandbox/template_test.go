@@ -130,3 +130,14 @@ func TestTemplateRefusal(t *testing.T) {
 		}
 	}
 }
+
+func TestUnsavable(t *testing.T) {
+	d := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "/", 512)
+	if why := unsavable(d); why != "" {
+		t.Errorf("9p shares: unsavable = %q, want none", why)
+	}
+	d.Devices.Filesystems[0].Driver = &libvirtxml.DomainFilesystemDriver{Type: "virtiofs"}
+	if unsavable(d) == "" {
+		t.Error("a virtiofs share: unsavable says nothing")
+	}
+}
