@@ -242,6 +242,9 @@ type Kernel struct {
 	// ShareFS is how host directories reach the machine: NinePShares,
 	// VirtiofsShares, or empty to choose by where the sandbox runs.
 	ShareFS string `json:"share_fs,omitempty"`
+	// ColdBoot boots the kernel even where the machine could be restored
+	// from a booted template.
+	ColdBoot bool `json:"cold_boot,omitempty"`
 }
 
 // The ways host directories reach a QEMU sandbox.
@@ -345,6 +348,9 @@ const RootImageFS = "squashfs"
 // of the shares.
 const (
 	AppChannel = "org.virt-sandbox.app"
+	// RunChannel is where the init of a machine restored from a template
+	// learns that its run has come (sandbox/console.Resume).
+	RunChannel = "org.virt-sandbox.run"
 	RootTag    = "sandbox-root"
 	ConfigTag  = "sandbox-config"
 	LogTag     = "sandbox-log"

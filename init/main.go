@@ -38,6 +38,10 @@ type boot struct {
 	overlaid bool
 	// newRoot is where a QEMU sandbox's root is before it switches to it.
 	newRoot string
+	// hostGone ends a one-shot sandbox whose launcher went away before
+	// the program ended: a QEMU machine restored from a template is not
+	// destroyed with the launcher's connection.
+	hostGone func()
 }
 
 // step is one named stage of bringing the sandbox up; the lists of steps per
@@ -67,6 +71,7 @@ func main() {
 		os.Exit(b.run(lxcSteps))
 	}
 	b.openChannel = openVirtioChannel
+	b.hostGone = powerOff
 	b.run(qemuSteps)
 	// PID 1 of a machine must not exit: that is a kernel panic.
 	powerOff()

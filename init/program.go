@@ -70,6 +70,9 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		b.logf("program: in a user namespace mapping uids %v and gids %v (inside, host, count)", m.UIDs, m.GIDs)
 	}
 	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
+	if b.cfg.Service == nil {
+		p.HostGone = b.hostGone
+	}
 	return g.Serve(p)
 }
 

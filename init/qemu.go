@@ -1,17 +1,20 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
 const modulesDir = "/modules"
@@ -20,6 +23,7 @@ const modulesDir = "/modules"
 var qemuSteps = []step{
 	{"kernel filesystems", mountKernelFS},
 	{"modules", loadModules},
+	{"resume", awaitRun},
 	{"channel", openChannel0},
 	{"root", mountRoot},
 	{"switch root", switchToRoot},
@@ -78,6 +82,117 @@ func loadModules(b *boot) error {
 			comp = "uncompressed"
 		}
 		b.logf("module %s (%s, %d bytes) loaded in %v", name, comp, len(image), time.Since(t).Round(time.Microsecond))
+	}
+	return nil
+}
+
+// awaitRun, in a machine booted to be a template, waits on the run channel
+// for the run it was restored for: the launcher saves the machine here,
+// before anything of a run is mounted (QEMU refuses to save a machine with
+// a 9p export mounted), and restores it for each run. The host's time and
+// entropy then make the restored machine a machine of now, and of its own.
+func awaitRun(b *boot) error {
+	if os.Getenv("LIBVIRT_SANDBOX_TEMPLATE") != "1" {
+		return nil
+	}
+	port, err := openVirtioPort(config.RunChannel, time.Now().Add(10*time.Second))
+	if err != nil {
+		return err
+	}
+	defer port.Close()
+	msg, err := awaitResume(port)
+	if err != nil {
+		return err
+	}
+	m, err := console.DecodeResume(msg)
+	if err != nil {
+		return err
+	}
+	tv := unix.NsecToTimeval(m.Time.UnixNano())
+	if err := unix.Settimeofday(&tv); err != nil {
+		return fmt.Errorf("setting the clock: %w", err)
+	}
+	b.logf("restored: clock set to %v", m.Time.UTC().Format(time.RFC3339Nano))
+	return addEntropy(m.Entropy[:])
+}
+
+// resumeWait bounds the wait for the launcher once the machine is restored:
+// it connects right after the restore, and a machine whose launcher was
+// killed during the restore (which cannot autodestroy) must not wait on.
+const resumeWait = 30 * time.Second
+
+// awaitResume says the init is ready every 20 ms and waits, across the
+// save and the restore, for the host's resume message. A virtio port polls
+// POLLHUP while no host has it open: the builder of the template has it
+// open when it saves the machine, so a hang-up after that is a restored
+// machine whose launcher is yet to connect, or never will.
+func awaitResume(port *os.File) ([]byte, error) {
+	fd := int(port.Fd())
+	msg := make([]byte, 0, console.ResumeSize)
+	var hostSeen bool
+	var restored time.Time
+	lastReady := time.Time{}
+	for len(msg) < cap(msg) {
+		events := int16(unix.POLLIN)
+		if time.Since(lastReady) >= 20*time.Millisecond {
+			events |= unix.POLLOUT
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: events}}
+		if _, err := unix.Poll(fds, 20); err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("waiting for the run: %w", err)
+		}
+		ev := fds[0].Revents
+		if ev&unix.POLLOUT != 0 {
+			// Only while a host has the port open: a write blocks
+			// until one has.
+			unix.Write(fd, []byte{console.ReadyByte})
+			lastReady = time.Now()
+		}
+		if ev&unix.POLLIN != 0 {
+			n, err := unix.Read(fd, msg[len(msg):cap(msg)])
+			if err != nil && err != unix.EINTR && err != unix.EAGAIN {
+				return nil, fmt.Errorf("waiting for the run: %w", err)
+			}
+			if n > 0 {
+				msg = msg[:len(msg)+n]
+				continue
+			}
+		}
+		// Without a host, the port polls readable (at end of file)
+		// and hung up; with one and nothing to read, only writable.
+		if ev&unix.POLLHUP == 0 {
+			hostSeen, restored = true, time.Time{}
+			continue
+		}
+		if hostSeen && restored.IsZero() {
+			restored = time.Now()
+		}
+		if !restored.IsZero() && time.Since(restored) > resumeWait {
+			return nil, fmt.Errorf("restored, but no launcher came within %v", resumeWait)
+		}
+		// Hung up, the port polls at once.
+		time.Sleep(5 * time.Millisecond)
+	}
+	return msg, nil
+}
+
+// addEntropy credits the host's random bytes to the kernel's pool and
+// reseeds the generator with them at once.
+func addEntropy(seed []byte) error {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// struct rand_pool_info: entropy_count (bits), buf_size (bytes), buf.
+	info := binary.NativeEndian.AppendUint32(nil, uint32(8*len(seed)))
+	info = binary.NativeEndian.AppendUint32(info, uint32(len(seed)))
+	info = append(info, seed...)
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDADDENTROPY, uintptr(unsafe.Pointer(&info[0]))); e != 0 {
+		return fmt.Errorf("adding entropy: %w", e)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); e != 0 {
+		return fmt.Errorf("reseeding the random number generator: %w", e)
 	}
 	return nil
 }

@@ -106,6 +106,17 @@ type run struct {
 	// request, for a service, is what to ask of it instead of running
 	// the configured program.
 	request *console.Request
+	// domUUID is the UUID of a machine restored from a template, whose
+	// domain is the template slot's, not the config's.
+	domUUID string
+}
+
+// domainUUID is the UUID of the run's domain.
+func (r *run) domainUUID() string {
+	if r.domUUID != "" {
+		return r.domUUID
+	}
+	return r.cfg.UUID
 }
 
 // Run starts the sandbox cfg describes, relays its program and returns the
@@ -284,7 +295,7 @@ func (r *run) reclaim() error {
 			continue
 		}
 		defer conn.Close()
-		if dom, err := conn.LookupDomainByUUIDString(r.cfg.UUID); err == nil {
+		if dom, err := conn.LookupDomainByUUIDString(r.domainUUID()); err == nil {
 			dom.Destroy()
 			dom.Free()
 		}
@@ -293,14 +304,26 @@ func (r *run) reclaim() error {
 	return fmt.Errorf("%w while the sandbox ran and libvirtd did not come back within %v: domain %s may still run", errConnLost, reconnectWait, r.cfg.Name)
 }
 
-// start creates the transient domain. START_AUTODESTROY ties its life to
-// our connection, so a launcher that is killed leaves no domain behind.
+// start starts the run's machine: from a template when it can (template.go),
+// else as a transient domain. START_AUTODESTROY ties its life to our
+// connection, so a launcher that is killed leaves no domain behind.
 func (r *run) start() error {
-	xml, err := r.domainXML()
+	d, err := r.domain()
 	if err != nil {
 		return err
 	}
-	if err := r.watchStop(); err != nil {
+	if why := templateRefusal(r.cfg); why != "" {
+		if r.cfg.Driver == config.QEMU {
+			r.debugf("booting cold: %s", why)
+		}
+	} else if started, err := r.startFromTemplate(d); started || err != nil {
+		return err
+	}
+	xml, err := d.Marshal()
+	if err != nil {
+		return fmt.Errorf("domain XML: %w", err)
+	}
+	if err := r.watchStop(r.cfg.UUID); err != nil {
 		return err
 	}
 	flags := libvirt.DOMAIN_START_AUTODESTROY
@@ -323,21 +346,17 @@ func (r *run) start() error {
 	return nil
 }
 
-// domainXML builds the domain for the config and saves the config the
-// driver completed for the run into the config share.
-func (r *run) domainXML() (string, error) {
+// domain builds the domain for the config and saves the config the driver
+// completed for the run into the config share.
+func (r *run) domain() (*libvirtxml.Domain, error) {
 	d, err := r.drv.domain(r.cfg, r)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
-		return "", stateError(err)
+		return nil, stateError(err)
 	}
-	xml, err := d.Marshal()
-	if err != nil {
-		return "", fmt.Errorf("domain XML: %w", err)
-	}
-	return xml, nil
+	return d, nil
 }
 
 func (r *run) setDomain(dom *libvirt.Domain) {
@@ -347,13 +366,13 @@ func (r *run) setDomain(dom *libvirt.Domain) {
 	r.onCleanup(func() { dom.Free() })
 }
 
-// watchStop arranges for r.stopped to close when the domain stops.
-func (r *run) watchStop() error {
+// watchStop arranges for r.stopped to close when the domain of uuid stops.
+func (r *run) watchStop(uuid string) error {
 	cb, err := r.conn.DomainEventLifecycleRegister(nil, func(_ *libvirt.Connect, d *libvirt.Domain, ev *libvirt.DomainEventLifecycle) {
 		if ev.Event != libvirt.DOMAIN_EVENT_STOPPED {
 			return
 		}
-		if uuid, err := d.GetUUIDString(); err == nil && uuid == r.cfg.UUID {
+		if got, err := d.GetUUIDString(); err == nil && got == uuid {
 			r.stopOnce.Do(func() { close(r.stopped) })
 		}
 	})
@@ -672,13 +691,18 @@ func removeLeftovers(cfg *config.Sandbox) {
 	case config.LXC:
 		removeLXCLeftovers(cfg.Name)
 	case config.QEMU:
-		switch cfg.URI {
-		case "qemu:///system":
-			os.Remove(filepath.Join(qemuSystemLogDir, cfg.Name+".log"))
-			removeVirtiofsdLogs(qemuSystemLogDir, cfg.Name)
-		case "qemu:///session":
-			os.Remove(filepath.Join(hostdirs.LibvirtSessionLogs(), cfg.Name+".log"))
-		}
+		removeQEMULog(cfg.URI, cfg.Name)
+	}
+}
+
+// removeQEMULog removes libvirt's log of the machine name.
+func removeQEMULog(uri, name string) {
+	switch uri {
+	case "qemu:///system":
+		os.Remove(filepath.Join(qemuSystemLogDir, name+".log"))
+		removeVirtiofsdLogs(qemuSystemLogDir, name)
+	case "qemu:///session":
+		os.Remove(filepath.Join(hostdirs.LibvirtSessionLogs(), name+".log"))
 	}
 }
 

@@ -104,9 +104,13 @@ func (r *run) define() error {
 	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
 		return fmt.Errorf("log directory: %w", err)
 	}
-	xml, err := r.domainXML()
+	d, err := r.domain()
 	if err != nil {
 		return err
+	}
+	xml, err := d.Marshal()
+	if err != nil {
+		return fmt.Errorf("domain XML: %w", err)
 	}
 	dom, err := r.conn.DomainDefineXML(xml)
 	if err != nil {
@@ -226,7 +230,7 @@ func Stop(name string, timeout time.Duration) error {
 		if active, err := r.isActive(); err != nil || !active {
 			return err
 		}
-		if err := r.watchStop(); err != nil {
+		if err := r.watchStop(r.cfg.UUID); err != nil {
 			return err
 		}
 		if r.remote() {

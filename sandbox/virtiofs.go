@@ -31,20 +31,19 @@ func virtiofsDaemons() (readOnly string, err error) {
 }
 
 // shareFS chooses how host directories reach a QEMU sandbox of cfg
-// launched by uid: as cfg says, else virtiofs where it can run, else 9p.
-// lacking is what this host lacks for virtiofs (virtiofsDaemons, the
-// guest kernel's module), or nil.
+// launched by uid: 9p unless it asks for virtiofs (--share-fs), which it
+// gets where virtiofs can run. 9p is the default because a machine with a
+// virtiofs device cannot be saved, so it cannot start from a template.
+// lacking is what this host lacks for virtiofs (virtiofsDaemons, the guest
+// kernel's module), or nil.
 func shareFS(cfg *config.Sandbox, uid int, lacking error) (string, error) {
-	unfit := virtiofsUnfit(cfg, uid, lacking)
-	switch {
-	case cfg.Kernel.ShareFS == config.VirtiofsShares && unfit != nil:
-		return "", fmt.Errorf("%w: --share-fs virtiofs: %v", config.ErrInvalid, unfit)
-	case cfg.Kernel.ShareFS != "":
-		return cfg.Kernel.ShareFS, nil
-	case unfit == nil:
-		return config.VirtiofsShares, nil
+	if cfg.Kernel.ShareFS != config.VirtiofsShares {
+		return config.NinePShares, nil
 	}
-	return config.NinePShares, nil
+	if unfit := virtiofsUnfit(cfg, uid, lacking); unfit != nil {
+		return "", fmt.Errorf("%w: --share-fs virtiofs: %v", config.ErrInvalid, unfit)
+	}
+	return config.VirtiofsShares, nil
 }
 
 // virtiofsUnfit tells why virtiofs cannot carry the shares of cfg

@@ -22,8 +22,8 @@ func TestShareFS(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{name: "system as root", uri: "qemu:///system", want: "virtiofs"},
-		{name: "embedded as root", uri: "qemu:///embed?root=/x", want: "virtiofs"},
+		{name: "system as root", uri: "qemu:///system", want: "9p"},
+		{name: "embedded as root", uri: "qemu:///embed?root=/x", want: "9p"},
 		{name: "system as a user", uri: "qemu:///system", uid: 1001, want: "9p"},
 		{name: "session", uri: "qemu:///session", want: "9p"},
 		{name: "remote", uri: "qemu+ssh://h/system", want: "9p"},
@@ -31,7 +31,8 @@ func TestShareFS(t *testing.T) {
 		{name: "9p asked", uri: "qemu:///system", ask: "9p", want: "9p"},
 		{name: "9p asked as a user", uri: "qemu:///session", uid: 1001, ask: "9p", want: "9p"},
 		{name: "writable / bound", uri: "qemu:///system", mounts: bindRoot, want: "9p"},
-		{name: "read-only / bound", uri: "qemu:///system", mounts: []config.Mount{{Type: config.HostBind, Target: "/host", Source: "/", ReadOnly: true}}, want: "virtiofs"},
+		{name: "read-only / bound", uri: "qemu:///system", ask: "virtiofs", mounts: []config.Mount{{Type: config.HostBind, Target: "/host", Source: "/", ReadOnly: true}}, want: "virtiofs"},
+		{name: "virtiofs asked on embedded", uri: "qemu:///embed?root=/x", ask: "virtiofs", want: "virtiofs"},
 		{name: "virtiofs asked", uri: "qemu:///system", ask: "virtiofs", want: "virtiofs"},
 		{name: "virtiofs asked as a user", uri: "qemu:///system", uid: 1001, ask: "virtiofs", wantErr: "--share-fs virtiofs: virtiofsd reads the host's files as root"},
 		{name: "virtiofs asked on session", uri: "qemu:///session", ask: "virtiofs", wantErr: "--share-fs virtiofs: libvirt 9.0 runs virtiofsd only as root"},

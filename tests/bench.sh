@@ -13,12 +13,17 @@
 #                   at all, for scale.
 #         and -p (a user namespace) against -p --userns off: what the user
 #           namespace costs.
-#   QEMU  bin/virt-sandbox -c qemu:///system /bin/true, beside
+#   QEMU  bin/virt-sandbox -c qemu:///system /bin/true, restored from a
+#         template, and the same with --cold-boot, beside
 #           plain   qemu-system-x86_64 run by hand booting the same kernel
 #                   with an init that powers off at once (tests/bench/poweroff):
-#                   what booting the kernel costs; target ours <= 1.25x.
+#                   what booting the kernel costs; target from a template
+#                   <= 0.3x (aim 0.15x), cold <= 1.25x.
 #         and -c qemu:///session as sandbox-user (no group, no KVM; made by
 #           setup-host.sh) against qemu:///system: what rootless costs.
+#   template  one QEMU sandbox with the template cache emptied: the
+#           launcher's report of building the template (a cold boot to the
+#           init's wait for its run, and the save).
 #   initrd  one QEMU sandbox with the initrd cache emptied, then one more,
 #           printing the launcher's own report of building / finding it.
 #   FLATTEN tests/bench/flatten.sh (which runs alone too): the image store's
@@ -42,7 +47,7 @@
 #
 # Environment: BENCH_FILES_WALK (default /usr: the tree FILES stats),
 # BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
-# BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 5),
+# BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 10),
 # BENCH_FLATTEN_RUNS (default 3), BENCH_FILES_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
 # should be the one the launcher picks on this host), BENCH_BIN (default bin:
@@ -52,7 +57,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 lxc_runs=${BENCH_LXC_RUNS:-20}
-qemu_runs=${BENCH_QEMU_RUNS:-5}
+qemu_runs=${BENCH_QEMU_RUNS:-10}
 qemu_accel=${BENCH_QEMU_ACCEL:-tcg}
 launcher=${BENCH_BIN:-bin}/virt-sandbox
 
@@ -125,6 +130,7 @@ measure lxcpnouns  "$lxc_runs" 2 "$launcher" -c lxc:/// -p --userns off /bin/tru
 # bwrap takes milliseconds: many more runs cost nothing.
 measure bwrap  $((lxc_runs * 10)) 5 bwrap --ro-bind / / /bin/true
 measure qemu   "$qemu_runs" 1 "$launcher" -c qemu:///system /bin/true
+measure qemucold "$qemu_runs" 1 "$launcher" -c qemu:///system --cold-boot /bin/true
 # Rootless: the user's own session libvirtd (started by the first run) and
 # caches. Only where that user can reach the launcher (not a tree in /root).
 session_user=sandbox-user
@@ -141,12 +147,14 @@ measure plain  "$qemu_runs" 1 qemu-system-x86_64 -accel "$qemu_accel" -m 512 \
 	-kernel "$kernel" -initrd "$work/poweroff.cpio" \
 	-append 'console=ttyS0 quiet panic=-1 rdinit=/init'
 
-# The initrd, cold then cached. The cache is where the launcher keeps it.
+# The initrd, cold then cached, and the template. The cache is where the
+# launcher keeps them.
 if [ "$(id -u)" -eq 0 ]; then
-	initrd_cache=/var/cache/virt-sandbox/initrd
+	cache=/var/cache/virt-sandbox
 else
-	initrd_cache=${XDG_CACHE_HOME:-$HOME/.cache}/virt-sandbox/initrd
+	cache=${XDG_CACHE_HOME:-$HOME/.cache}/virt-sandbox
 fi
+initrd_cache=$cache/initrd
 initrd_lines=()
 for pass in cold cached; do
 	[ "$pass" = cold ] && rm -rf "$initrd_cache"
@@ -160,6 +168,17 @@ for pass in cold cached; do
 	[ "$rc" -eq 0 ] || { line="$line (exit $rc)"; failed=1; }
 	initrd_lines+=("$(printf '%-7s %s  [whole run %s]' "$pass" "$line" "$wall")")
 done
+
+log "template build"
+rm -rf "$cache/template"
+start=$EPOCHREALTIME
+rc=0
+"$launcher" -d -c qemu:///system /bin/true >"$work/out" 2>&1 || rc=$?
+wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')
+template_line=$(grep -E 'virt-sandbox: template .* built in' "$work/out" | head -n 1 || true)
+[ -n "$template_line" ] || { template_line="no template line in -d output; last: $(tail -n 1 "$work/out")"; failed=1; }
+[ "$rc" -eq 0 ] || { template_line="$template_line (exit $rc)"; failed=1; }
+template_line="$template_line  [whole run $wall]"
 
 # File access: tests/bench/files.sh reads a 1 GiB file, 2000 files of
 # 4 KiB and (through the root only) stats every file under /usr, on the host
@@ -320,8 +339,10 @@ printf '%-48s %s\n' \
 	"      -p --userns off" "$(secs lxcpnouns)" \
 	"      -p / -p --userns off" "$(ratio lxcp lxcpnouns)" \
 	"QEMU  virt-sandbox -c qemu:///system /bin/true" "$(secs qemu)" \
+	"      the same with --cold-boot" "$(secs qemucold)" \
 	"      plain qemu boot, init powers off" "$(secs plain)" \
-	"      ours / plain" "$(ratio qemu plain 1.25)" \
+	"      from a template / plain" "$(ratio qemu plain 0.3)" \
+	"      cold / plain" "$(ratio qemucold plain 1.25)" \
 	"      -c qemu:///session as $session_user" "$(secs session)" \
 	"      session / system" "$(ratio session qemu)"
 printf '%-48s %s\n' \
@@ -330,6 +351,8 @@ printf '%-48s %s\n' \
 echo "$files_table"
 echo "initrd"
 printf '      %s\n' "${initrd_lines[@]}"
+echo "template"
+printf '      %s\n' "$template_line"
 cat "$work/flatten"
 echo "$stdio_lxc"
 echo "$stdio_qemu"

@@ -84,6 +84,9 @@ func TestConformance(t *testing.T) {
 			// TestLongAdjustTimers skips on one with -short), and a
 			// machine of one is only the default for a fast boot.
 			exec += fmt.Sprintf(" --vcpus %d", runtime.NumCPU())
+			if coldBoot {
+				exec += " --cold-boot"
+			}
 		}
 		start := time.Now()
 		got := runConformance(t, exec)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,7 +35,8 @@ func hostModules(t *testing.T) string {
 
 // TestCompressedModules boots with a module tree whose modules are gzip-,
 // xz- and zstd-compressed copies of the host's, and checks from the init's
-// debug log that each was loaded with its compression.
+// debug log that each was loaded with its compression. It boots cold: a
+// run restored from a template shows only the steps after the restore.
 func TestCompressedModules(t *testing.T) {
 	t.Parallel()
 	src := hostModules(t)
@@ -73,7 +75,7 @@ func TestCompressedModules(t *testing.T) {
 			os.WriteFile(filepath.Join(dst, f), b, 0o644)
 		}
 	}
-	r := sandbox(t, opts{}, "-d", "-c", qemuURI, "--kmodpath", dst, "/bin/sh", "-c", "echo booted")
+	r := sandbox(t, opts{}, "-d", "--cold-boot", "-c", qemuURI, "--kmodpath", dst, "/bin/sh", "-c", "echo booted")
 	r.want(t, 0, "booted\n")
 	for name, comp := range want {
 		re := regexp.MustCompile(`module ` + name + ` \(` + comp + `, \d+ bytes\) loaded`)
@@ -221,10 +223,10 @@ func TestEmbedLogs(t *testing.T) {
 	}
 }
 
-// TestShareFS checks how host directories reach a QEMU sandbox: virtiofs
-// by default for root on qemu:///system, read-only enforced by the host,
-// shared mappings and writes through a host-bind mount working; 9p when
-// asked, and for a caller other than root, who cannot ask for virtiofs.
+// TestShareFS checks how host directories reach a QEMU sandbox: 9p by
+// default, virtiofs when root asks on qemu:///system, read-only enforced by
+// the host, shared mappings and writes through a host-bind mount working;
+// a caller other than root cannot ask for virtiofs.
 func TestShareFS(t *testing.T) {
 	t.Parallel()
 	if os.Getuid() != 0 {
@@ -243,8 +245,8 @@ python3 -c 'import mmap; f = open("/mnt/seed", "rb"); print(mmap.mmap(f.fileno()
 		name, fs string
 		args     []string
 	}{
-		{"default", "virtiofs", nil},
-		{"9p asked", "9p", []string{"--share-fs", "9p"}},
+		{"default", "9p", nil},
+		{"virtiofs asked", "virtiofs", []string{"--share-fs", "virtiofs"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data, ro := hostDir(t), hostDir(t)
@@ -268,4 +270,75 @@ python3 -c 'import mmap; f = open("/mnt/seed", "rb"); print(mmap.mmap(f.fileno()
 		r = sandbox(t, opts{asUser: true}, "-c", qemuURI, "--share-fs", "virtiofs", "/bin/true")
 		checkRefused(t, r, "--share-fs virtiofs: virtiofsd reads the host's files as root")
 	})
+}
+
+// TestQEMUTemplate: a QEMU sandbox is restored from a template, and each
+// run starts from the same clean state with its own clock and entropy:
+// the host's time, random bytes of its own, and nothing a run before it
+// left in /tmp. --cold-boot boots the kernel.
+func TestQEMUTemplate(t *testing.T) {
+	if coldBoot {
+		t.Skip("VIRT_SANDBOX_TEST_COLD_BOOT=1: no templates")
+	}
+	t.Parallel()
+	script := `head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; date +%s.%N; ls -A /tmp; touch /tmp/left-behind`
+	seen := map[string]bool{}
+	for i := range 3 {
+		if i > 0 {
+			// A guest clock left as saved would now be behind.
+			time.Sleep(3 * time.Second)
+		}
+		before := float64(time.Now().UnixNano()) / 1e9
+		r := sandbox(t, opts{}, "-d", "-c", qemuURI, "--", "/bin/sh", "-c", script)
+		after := float64(time.Now().UnixNano()) / 1e9
+		if r.code != 0 || !strings.Contains(r.stderr, "virt-sandbox: restored virt-sandbox-tpl-") {
+			t.Fatalf("run %d: exit %d, not restored from a template; stderr:\n%s", i, r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("run %d printed %q, want random bytes and the time (and an empty /tmp)", i, r.stdout)
+		}
+		if seen[lines[0]] {
+			t.Errorf("run %d read random bytes %s that a run before read too", i, lines[0])
+		}
+		seen[lines[0]] = true
+		var guest float64
+		fmt.Sscan(lines[1], &guest)
+		if guest < before-1 || guest > after+1 {
+			t.Errorf("run %d: the guest's clock said %.3f, the run lasted from %.3f to %.3f", i, guest, before, after)
+		}
+	}
+	r := sandbox(t, opts{}, "-d", "--cold-boot", "-c", qemuURI, "/bin/true")
+	if r.code != 0 || !strings.Contains(r.stderr, "booting cold: --cold-boot") || strings.Contains(r.stderr, "restored") {
+		t.Errorf("--cold-boot: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestQEMUTemplateParallel: 16 sandboxes with a share each, 4 at a time,
+// from one template: each gets its own share and its own result.
+func TestQEMUTemplateParallel(t *testing.T) {
+	t.Parallel()
+	var wg sync.WaitGroup
+	results := make([]result, 16)
+	dirs := make([]string, 16)
+	slots := make(chan struct{}, 4)
+	for i := range results {
+		dirs[i] = t.TempDir()
+		if err := os.WriteFile(filepath.Join(dirs[i], "n"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			results[i] = sandbox(t, opts{}, "-c", qemuURI, "-m", "host-bind:/mnt/own="+dirs[i], "-e", fmt.Sprintf("N=%d", i),
+				"--", "/bin/sh", "-c", `echo "$N $(cat /mnt/own/n)"; echo written >/mnt/own/out`)
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		r.want(t, 0, fmt.Sprintf("%d %d\n", i, i))
+		if b, err := os.ReadFile(filepath.Join(dirs[i], "out")); err != nil || string(b) != "written\n" {
+			t.Errorf("run %d wrote %q (%v) to its share, want written", i, b, err)
+		}
+	}
 }

@@ -67,7 +67,7 @@ func TestKilledLauncherLeavesNothing(t *testing.T) {
 func awaitDomainGone(t *testing.T, uri, name string) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if exec.Command("virsh", "-q", "-c", uri, "domstate", name).Run() != nil {
+		if !domainExists(uri, name) {
 			return
 		}
 	}

@@ -1735,3 +1735,31 @@ func TestAcceptWaitsThroughEOF(t *testing.T) {
 		t.Errorf("Accept() read %d times, want it to have read past the ends of file", port.reads)
 	}
 }
+
+func TestResume(t *testing.T) {
+	m := Resume{Time: time.Unix(1796000000, 123456789)}
+	for i := range m.Entropy {
+		m.Entropy[i] = byte(i * 7)
+	}
+	var b bytes.Buffer
+	if err := SendResume(&b, m); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() != ResumeSize {
+		t.Fatalf("resume message of %d bytes, want %d", b.Len(), ResumeSize)
+	}
+	got, err := DecodeResume(b.Bytes())
+	if err != nil || !got.Time.Equal(m.Time) || got.Entropy != m.Entropy {
+		t.Errorf("DecodeResume = %+v, %v; want %+v", got, err, m)
+	}
+	bad := bytes.Replace(b.Bytes(), []byte("VSRESUME"), []byte("XXRESUME"), 1)
+	if _, err := DecodeResume(bad); !errors.Is(err, ErrFrame) {
+		t.Errorf("DecodeResume of a message without its magic: %v, want ErrFrame", err)
+	}
+	if err := AwaitReady(strings.NewReader("noise" + string(rune(ReadyByte)))); err != nil {
+		t.Errorf("AwaitReady with a ready byte: %v", err)
+	}
+	if err := AwaitReady(strings.NewReader("noise")); err == nil {
+		t.Error("AwaitReady without a ready byte and at end of file: no error")
+	}
+}

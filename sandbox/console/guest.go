@@ -111,7 +111,12 @@ type Program struct {
 	// Stderr is nil on a terminal.
 	Stderr io.Reader
 	Signal func(syscall.Signal)
-	Resize func(WinSize)
+	// HostGone, when set, is called when the host closes the channel
+	// before it acknowledged the exit: nobody reads the program's output
+	// or its status any more, and writes to a virtio port block while no
+	// host has it open.
+	HostGone func()
+	Resize   func(WinSize)
 	// Wait returns once the program has ended and every other process that
 	// could hold its output open is gone.
 	Wait func() Status
@@ -122,7 +127,13 @@ type Program struct {
 func (g *Guest) Serve(p Program) error {
 	stdin := newStdinQueue()
 	acked := make(chan error, 1)
-	go func() { acked <- g.demux(p, stdin) }()
+	go func() {
+		err := g.demux(p, stdin)
+		if errors.Is(err, io.EOF) && p.HostGone != nil {
+			p.HostGone()
+		}
+		acked <- err
+	}()
 	go g.feedStdin(p.Stdin, stdin)
 
 	var pumps sync.WaitGroup

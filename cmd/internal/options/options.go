@@ -52,8 +52,9 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "kernver", Usage: "kernel `VERSION` (QEMU; default the running kernel's, else the newest in /boot)", Category: "Machine"},
 		&cli.StringFlag{Name: "kmodpath", Usage: "kernel modules `DIR`, holding VERSION/modules.dep or modules.dep (QEMU; default /lib/modules)", Category: "Machine"},
 		&cli.StringFlag{Name: "virt-type", Usage: "`kvm` or qemu (TCG) (QEMU; default kvm when it works, checked within a second)", Category: "Machine"},
-		&cli.StringFlag{Name: "share-fs", Usage: "how host directories reach the machine: `FS` is 9p or virtiofs (QEMU; default virtiofs where it can run: qemu:///system or qemu:///embed, as root)", Category: "Machine"},
+		&cli.StringFlag{Name: "share-fs", Usage: "how host directories reach the machine: `FS` is 9p (the default) or virtiofs (QEMU; virtiofs only on qemu:///system or qemu:///embed, as root, and never from a template)", Category: "Machine"},
 		&cli.StringFlag{Name: "kernel-args", Usage: "`ARGS` appended to the kernel command line (QEMU)", Category: "Machine"},
+		&cli.BoolFlag{Name: "cold-boot", Usage: "boot the kernel instead of restoring a machine booted once and saved, as a QEMU sandbox without disks or networks otherwise does", Category: "Machine"},
 	}
 }
 
@@ -352,6 +353,7 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 		VirtType:   c.String("virt-type"),
 		Cmdline:    c.String("kernel-args"),
 		ShareFS:    c.String("share-fs"),
+		ColdBoot:   c.Bool("cold-boot"),
 	}
 	if c.IsSet("vcpus") && k.VCPUs == 0 {
 		return k, fmt.Errorf("%w: --vcpus 0: want at least 1", config.ErrInvalid)
