@@ -376,17 +376,17 @@ func TestQEMUDomain(t *testing.T) {
 		wantMem  uint
 		wantSec  []libvirtxml.DomainSecLabel
 	}{
-		{name: "session", uri: "qemu:///session", wantType: "qemu", wantMem: DefaultMemoryMiB},
-		{name: "session debug", uri: "qemu:///session", debug: true, wantType: "qemu", wantMem: DefaultMemoryMiB},
+		{name: "session", uri: "qemu:///session", wantType: "qemu", wantMem: defaultMemoryMiB},
+		{name: "session debug", uri: "qemu:///session", debug: true, wantType: "qemu", wantMem: defaultMemoryMiB},
 		{name: "cmdline", uri: "qemu:///session", cmdline: "systemd.log_level=debug foo=bar", memMiB: 2048, wantType: "qemu", wantMem: 2048},
-		{name: "kvm", uri: "qemu:///session", root: "/srv/root", virtType: "kvm", wantType: "kvm", wantMem: DefaultMemoryMiB},
+		{name: "kvm", uri: "qemu:///session", root: "/srv/root", virtType: "kvm", wantType: "kvm", wantMem: defaultMemoryMiB},
 		// QEMU of the system instance runs as the caller, so the shares
 		// are read with the caller's rights.
-		{name: "system", uri: "qemu:///system", wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "system over unix", uri: "qemu+unix:///system", wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "system static", uri: "qemu:///system", security: config.Security{Label: "static", Value: static.Label}, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{static, dac}},
-		{name: "embed", uri: "qemu:///embed?root=" + embedRoot, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "session inherit", uri: "qemu:///session", security: config.Security{Label: "inherit"}, wantType: "qemu", wantMem: DefaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{{Type: "none"}}},
+		{name: "system", uri: "qemu:///system", wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
+		{name: "system over unix", uri: "qemu+unix:///system", wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
+		{name: "system static", uri: "qemu:///system", security: config.Security{Label: "static", Value: static.Label}, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{static, dac}},
+		{name: "embed", uri: "qemu:///embed?root=" + embedRoot, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
+		{name: "session inherit", uri: "qemu:///session", security: config.Security{Label: "inherit"}, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{{Type: "none"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if strings.Contains(tt.uri, ":///system") && checkQEMUStateDir(true) != nil {
@@ -498,7 +498,7 @@ func TestQEMUDomain(t *testing.T) {
 			}
 			// The log console is always kept in the state directory: a
 			// pty with a log when followed (-d), a plain file otherwise.
-			logPath := filepath.Join(stateDir, ConsoleLog)
+			logPath := filepath.Join(stateDir, consoleLog)
 			s := d.Devices.Serials
 			switch {
 			case len(s) != 1 || s[0].Source == nil:

@@ -61,7 +61,7 @@ func TestBootFailure(t *testing.T) {
 		{name: "nothing wrong", log: "[    0.000000] Linux version 6.1.0\nhello\n", want: ""},
 		{name: "empty", log: "", want: ""},
 	} {
-		p := filepath.Join(t.TempDir(), ConsoleLog)
+		p := filepath.Join(t.TempDir(), consoleLog)
 		if err := os.WriteFile(p, []byte(tt.log), 0o644); err != nil {
 			t.Fatal(err)
 		}

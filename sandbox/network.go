@@ -12,8 +12,8 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
-// DefaultNetwork is the libvirt network an interface joins without source=.
-const DefaultNetwork = "default"
+// defaultNetwork is the libvirt network an interface joins without source=.
+const defaultNetwork = "default"
 
 // interfaces builds the domain's interfaces, one per -N. Each gets the MAC
 // address the init will know it by (the one asked for, or a new one kept in
@@ -66,7 +66,7 @@ func (r *run) interfaceSource(n *config.Network) (*libvirtxml.DomainInterfaceSou
 	}
 	option := "-N source=" + n.Source
 	if n.Source == "" {
-		n.Source, option = DefaultNetwork, "-N"
+		n.Source, option = defaultNetwork, "-N"
 	}
 	net, err := r.conn.LookupNetworkByName(n.Source)
 	var le libvirt.Error

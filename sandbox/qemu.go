@@ -29,11 +29,11 @@ var fastBoot = []string{"tsc=reliable", "no_timer_check", "i8042.noaux", "i8042.
 // our init as PID 1.
 type qemuDriver struct{}
 
-// ConsoleLog is the serial console's log in the state directory.
-const ConsoleLog = "console.log"
+// consoleLog is the serial console's log in the state directory.
+const consoleLog = "console.log"
 
-// DefaultMemoryMiB is a QEMU sandbox's memory unless --memory says.
-const DefaultMemoryMiB = 512
+// defaultMemoryMiB is a QEMU sandbox's memory unless --memory says.
+const defaultMemoryMiB = 512
 
 // baseModules are what every QEMU sandbox needs: the PCI transport, the
 // app channel, the 9p shares (the config share always is one), and
@@ -59,7 +59,7 @@ var fsModules = map[string][]string{
 // guest writing to a pty nobody has open. A remote host keeps no log of
 // ours: its console is a pty when debugging, otherwise nothing.
 func (r *run) serialConsole() libvirtxml.DomainSerial {
-	cfg, logPath := r.cfg, filepath.Join(r.stateDir, ConsoleLog)
+	cfg, logPath := r.cfg, filepath.Join(r.stateDir, consoleLog)
 	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
 	switch {
 	case r.remote() && (cfg.Debug || cfg.Service != nil):
@@ -148,7 +148,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 	}
 	mem := cfg.Kernel.MemoryMiB
 	if mem == 0 {
-		mem = DefaultMemoryMiB
+		mem = defaultMemoryMiB
 	}
 	d := baseDomain(cfg, virtType, mem)
 	d.OS = &libvirtxml.DomainOS{
@@ -453,9 +453,9 @@ func prepareEmbedRoot(uri string) error {
 	return os.WriteFile(conf, []byte("# Written by virt-sandbox: no virtlogd needed.\nstdio_handler = \"file\"\n"), 0o644)
 }
 
-// EmbedLog is the file, under the embedded driver's root, that gets
+// embedLog is the file, under the embedded driver's root, that gets
 // libvirt's own log lines.
-const EmbedLog = "log/libvirt.log"
+const embedLog = "log/libvirt.log"
 
 // divertEmbedLogs sends libvirt's log lines to root/log/libvirt.log, and
 // with -d to stderr as well. The embedded driver runs in this process and
@@ -474,7 +474,7 @@ func divertEmbedLogs(uri string, debug bool, stdio *IO) (restore func(), err err
 	if err != nil {
 		return nil, err
 	}
-	name, err := filepath.Abs(filepath.Join(root, EmbedLog))
+	name, err := filepath.Abs(filepath.Join(root, embedLog))
 	if err == nil {
 		err = os.MkdirAll(filepath.Dir(name), 0o755)
 	}

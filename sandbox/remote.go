@@ -177,7 +177,7 @@ func HostImages(uri string) ([]string, error) {
 	defer pool.Free()
 	names, err := pool.ListStorageVolumes()
 	if err != nil {
-		return nil, libvirtError("listing the volumes of pool "+PoolName(), err)
+		return nil, libvirtError("listing the volumes of pool "+poolName(), err)
 	}
 	var prefixes []string
 	for _, n := range names {

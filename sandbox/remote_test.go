@@ -22,7 +22,7 @@ func TestRootImageUpload(t *testing.T) {
 		if u.name != tt.want || u.path != tt.path {
 			t.Errorf("rootImageUpload(%s) = name %q, path %q; want %q", tt.path, u.name, u.path, tt.want)
 		}
-		if p := filepath.Join(DefaultPoolDir, u.name); len(p) > 63 {
+		if p := filepath.Join(defaultPoolDir, u.name); len(p) > 63 {
 			t.Errorf("volume path %s is %d bytes, more than a loop device keeps", p, len(p))
 		}
 	}

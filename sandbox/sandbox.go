@@ -199,7 +199,7 @@ func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
 	case errors.Is(err, console.ErrEnded):
 		// The sandbox died by itself: its log may say why.
 		r.awaitStop()
-		if reason := bootFailure(filepath.Join(r.stateDir, ConsoleLog)); reason != "" {
+		if reason := bootFailure(filepath.Join(r.stateDir, consoleLog)); reason != "" {
 			err = fmt.Errorf("%w: %s", err, reason)
 		}
 		return 0, err
@@ -564,7 +564,7 @@ func (r *run) notStartedError() error {
 // lastSeen is the last word of a sandbox that did not start: the kernel's
 // or the init's complaint, else the console's last line.
 func (r *run) lastSeen() string {
-	logs := []string{filepath.Join(r.stateDir, ConsoleLog), filepath.Join(lxcLogDir, r.cfg.Name+".log")}
+	logs := []string{filepath.Join(r.stateDir, consoleLog), filepath.Join(lxcLogDir, r.cfg.Name+".log")}
 	for _, log := range logs {
 		if reason := bootFailure(log); reason != "" {
 			return reason
@@ -721,15 +721,15 @@ func (r *run) awaitStop() {
 	}
 	select {
 	case <-r.stopped:
-	case <-time.After(StopTimeout):
-		r.debugf("the sandbox did not stop within %v; destroying it", StopTimeout)
+	case <-time.After(stopTimeout):
+		r.debugf("the sandbox did not stop within %v; destroying it", stopTimeout)
 		r.destroy()
 	}
 }
 
-// StopTimeout bounds the wait for a sandbox to stop by itself once its
+// stopTimeout bounds the wait for a sandbox to stop by itself once its
 // program has ended.
-const StopTimeout = 10 * time.Second
+const stopTimeout = 10 * time.Second
 
 // bootFailure finds in a console log the line that tells why a machine died
 // before its program ran: a kernel panic or the init's own complaint.

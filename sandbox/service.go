@@ -25,11 +25,11 @@ import (
 // guessed about the host), a persistent domain built from it, and a log
 // directory. The config in its directory is the config share of its domain.
 
-// ErrNoService is wrapped when a named service does not exist.
-var ErrNoService = errors.New("no such service")
+// errNoService is wrapped when a named service does not exist.
+var errNoService = errors.New("no such service")
 
-// ServicesDir holds one directory per service.
-func ServicesDir() string { return hostdirs.Services() }
+// servicesDir holds one directory per service.
+func servicesDir() string { return hostdirs.Services() }
 
 // LogDir is where a service's program output is kept.
 func LogDir(name string) string { return filepath.Join(hostdirs.Logs(), name) }
@@ -37,7 +37,7 @@ func LogDir(name string) string { return filepath.Join(hostdirs.Logs(), name) }
 // LogPath is the file holding a service's program output.
 func LogPath(name string) string { return filepath.Join(LogDir(name), config.LogFile) }
 
-func serviceDir(name string) string { return filepath.Join(ServicesDir(), name) }
+func serviceDir(name string) string { return filepath.Join(servicesDir(), name) }
 
 // Create saves cfg as a new service and defines its domain. Nothing is left
 // when it fails.
@@ -60,7 +60,7 @@ func Create(cfg *config.Sandbox) (err error) {
 	if _, err := r.conn.LookupDomainByName(cfg.Name); err == nil {
 		return fmt.Errorf("service %q: a domain of that name exists", cfg.Name)
 	}
-	if err := os.MkdirAll(ServicesDir(), 0o755); err != nil {
+	if err := os.MkdirAll(servicesDir(), 0o755); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -125,7 +125,7 @@ func openService(name string) (*run, error) {
 	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("service %q: %w", name, ErrNoService)
+			return nil, fmt.Errorf("service %q: %w", name, errNoService)
 		}
 		return nil, fmt.Errorf("service %q: %w", name, err)
 	}
@@ -254,12 +254,12 @@ func Stop(name string, timeout time.Duration) error {
 		// connection, which the clean-up closes.
 		select {
 		case <-done:
-		case <-time.After(StopTimeout):
+		case <-time.After(stopTimeout):
 			// Its channel did not notice the domain's end.
 			r.failChannel(errStopped)
 			select {
 			case <-done:
-			case <-time.After(StopTimeout):
+			case <-time.After(stopTimeout):
 				return fmt.Errorf("service %q stopped, but its channel did not close", name)
 			}
 		}
@@ -447,7 +447,7 @@ func (r *run) addresses() []string {
 
 // List reports every service, by name.
 func List() ([]ServiceInfo, error) {
-	entries, err := os.ReadDir(ServicesDir())
+	entries, err := os.ReadDir(servicesDir())
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -468,7 +468,7 @@ func List() ([]ServiceInfo, error) {
 // copying what is appended until ctx ends.
 func Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
 	if _, err := os.Stat(serviceDir(name)); err != nil {
-		return fmt.Errorf("service %q: %w", name, ErrNoService)
+		return fmt.Errorf("service %q: %w", name, errNoService)
 	}
 	if cfg, err := ServiceConfig(name); err == nil && config.Remote(cfg.URI) {
 		return remoteLogs(ctx, name, follow, w)
@@ -525,7 +525,7 @@ func remoteLogs(ctx context.Context, name string, follow bool, w io.Writer) erro
 func ServiceConfig(name string) (*config.Sandbox, error) {
 	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("service %q: %w", name, ErrNoService)
+		return nil, fmt.Errorf("service %q: %w", name, errNoService)
 	}
 	return cfg, err
 }

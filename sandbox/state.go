@@ -13,12 +13,12 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
-// StateRoot is where runs keep their state directories: per user, in
+// stateRoot is where runs keep their state directories: per user, in
 // memory, and removed at the end of each run. $VIRT_SANDBOX_STATE_DIR,
 // when set to an absolute path, chooses where it is for anyone: in a
 // directory virt-sandbox of it, since runs remove what they find in the
 // root that no run holds.
-func StateRoot() string {
+func stateRoot() string {
 	if d := os.Getenv("VIRT_SANDBOX_STATE_DIR"); filepath.IsAbs(d) {
 		return filepath.Join(d, "virt-sandbox")
 	}
@@ -68,7 +68,7 @@ func (r *run) prepareState() error {
 		return err
 	}
 	r.initPath = init
-	root := StateRoot()
+	root := stateRoot()
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
@@ -127,8 +127,8 @@ func checkPrivate(root string) error {
 // reads it.
 func stateError(err error) error {
 	var pe *fs.PathError
-	if errors.As(err, &pe) && strings.HasPrefix(pe.Path, StateRoot()+"/") {
-		return fmt.Errorf("state directory %s: %w", StateRoot(), pe.Err)
+	if errors.As(err, &pe) && strings.HasPrefix(pe.Path, stateRoot()+"/") {
+		return fmt.Errorf("state directory %s: %w", stateRoot(), pe.Err)
 	}
 	return err
 }

@@ -100,7 +100,7 @@ func (r *run) stdioHandover(channel int) (h *console.Handover, finish func(), er
 		}()
 		select {
 		case <-drained:
-		case <-time.After(StopTimeout):
+		case <-time.After(stopTimeout):
 		}
 	}
 	return h, finish, nil

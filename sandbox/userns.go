@@ -16,10 +16,10 @@ import (
 // the ids of every image's /etc/passwd.
 const userNSSize = 65536
 
-// ReservedIDsOwner names the entry of /etc/subuid and /etc/subgid that
+// reservedIDsOwner names the entry of /etc/subuid and /etc/subgid that
 // callers without one of their own use (root, as a rule):
 // tests/setup-host.sh reserves it.
-const ReservedIDsOwner = "virt-sandbox"
+const reservedIDsOwner = "virt-sandbox"
 
 // The files of subordinate id ranges; variables for the unit tests.
 var subUIDFile, subGIDFile = "/etc/subuid", "/etc/subgid"
@@ -45,7 +45,7 @@ func completeUserNS(cfg *config.Sandbox) error {
 	if u, err := user.Current(); err == nil {
 		owners = append([]string{u.Username}, owners...)
 	}
-	owners = append(owners, ReservedIDsOwner)
+	owners = append(owners, reservedIDsOwner)
 	uids, err := subordinateIDs(subUIDFile, owners)
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func subordinateIDs(file string, owners []string) (idRange, error) {
 		}
 	}
 	return idRange{}, fmt.Errorf("--userns: %s has no range of %d ids for %s or %s: add one such as %s:700000000:%d (tests/setup-host.sh does), or run with --userns off",
-		file, userNSSize, owners[0], ReservedIDsOwner, ReservedIDsOwner, userNSSize)
+		file, userNSSize, owners[0], reservedIDsOwner, reservedIDsOwner, userNSSize)
 }
 
 // rangeOf finds owner's first range of at least userNSSize ids in the

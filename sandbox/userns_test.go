@@ -41,13 +41,13 @@ func TestSubordinateIDs(t *testing.T) {
 	file := filepath.Join(dir, "subuid")
 	os.WriteFile(file, []byte("alice:100000:65536\nvirt-sandbox:700000000:65536\n"), 0o644)
 	// The caller's own range first, then the reserved one.
-	if r, err := subordinateIDs(file, []string{"alice", "1000", ReservedIDsOwner}); err != nil || r.start != 100000 {
+	if r, err := subordinateIDs(file, []string{"alice", "1000", reservedIDsOwner}); err != nil || r.start != 100000 {
 		t.Errorf("alice: %v, %v; want her own range", r, err)
 	}
-	if r, err := subordinateIDs(file, []string{"root", "0", ReservedIDsOwner}); err != nil || r.start != 700000000 {
+	if r, err := subordinateIDs(file, []string{"root", "0", reservedIDsOwner}); err != nil || r.start != 700000000 {
 		t.Errorf("root: %v, %v; want the reserved range", r, err)
 	}
-	_, err := subordinateIDs(filepath.Join(dir, "missing"), []string{"root", "0", ReservedIDsOwner})
+	_, err := subordinateIDs(filepath.Join(dir, "missing"), []string{"root", "0", reservedIDsOwner})
 	if err == nil || !strings.Contains(err.Error(), "--userns off") {
 		t.Errorf("no range: %v; want an error that names --userns off", err)
 	}

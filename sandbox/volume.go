@@ -25,20 +25,20 @@ import (
 // finds it waits for the marker while the volume grows, and takes the
 // upload over when it stopped growing (its uploader died).
 
-// DefaultPool is the storage pool of uploads unless $VIRT_SANDBOX_POOL
+// defaultPool is the storage pool of uploads unless $VIRT_SANDBOX_POOL
 // names another; the launcher makes it, a directory pool in
 // DefaultPoolDir, when the host lacks it.
 const (
-	DefaultPool    = "virt-sandbox"
-	DefaultPoolDir = "/var/lib/libvirt/images/virt-sandbox"
+	defaultPool    = "virt-sandbox"
+	defaultPoolDir = "/var/lib/libvirt/images/virt-sandbox"
 )
 
-// PoolName is the storage pool uploads go to.
-func PoolName() string {
+// poolName is the storage pool uploads go to.
+func poolName() string {
 	if p := os.Getenv("VIRT_SANDBOX_POOL"); p != "" {
 		return p
 	}
-	return DefaultPool
+	return defaultPool
 }
 
 // doneSuffix names a volume's marker.
@@ -51,9 +51,9 @@ const uploadStall = 30 * time.Second
 // openPool finds the uploads' pool, making and starting it when missing.
 // Launchers racing to make it all end up with the one that was made.
 func openPool(conn *libvirt.Connect) (*libvirt.StoragePool, error) {
-	name := PoolName()
+	name := poolName()
 	pool, err := conn.LookupStoragePoolByName(name)
-	if err != nil && name == DefaultPool && isLibvirtError(err, libvirt.ERR_NO_STORAGE_POOL) {
+	if err != nil && name == defaultPool && isLibvirtError(err, libvirt.ERR_NO_STORAGE_POOL) {
 		pool, err = definePool(conn, name)
 	}
 	if err != nil {
@@ -74,7 +74,7 @@ func definePool(conn *libvirt.Connect, name string) (*libvirt.StoragePool, error
 	x, err := (&libvirtxml.StoragePool{
 		Type:   "dir",
 		Name:   name,
-		Target: &libvirtxml.StoragePoolTarget{Path: DefaultPoolDir, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0755"}},
+		Target: &libvirtxml.StoragePoolTarget{Path: defaultPoolDir, Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0755"}},
 	}).Marshal()
 	if err != nil {
 		return nil, err
