@@ -24,7 +24,7 @@ func flatten(t *testing.T, dir string, layers ...[]byte) error {
 	for _, l := range layers {
 		rs = append(rs, bytes.NewReader(l))
 	}
-	return Flatten(dir, rs...)
+	return flattenLayers(dir, rs...)
 }
 
 func TestFlatten(t *testing.T) {
@@ -198,10 +198,10 @@ func TestFlatten(t *testing.T) {
 				layers = append(layers, tarLayer(t, l...))
 			}
 			if err := flatten(t, root, layers...); err != nil {
-				t.Fatalf("Flatten() = %v, want nil", err)
+				t.Fatalf("flattenLayers() = %v, want nil", err)
 			}
 			if d := diffTree(tree(t, root), tt.want); d != "" {
-				t.Errorf("Flatten() tree differs:%s", d)
+				t.Errorf("flattenLayers() tree differs:%s", d)
 			}
 		})
 	}
@@ -215,7 +215,7 @@ func TestFlattenHardLinkIsSameFile(t *testing.T) {
 	a, _ := os.Stat(filepath.Join(root, "a"))
 	b, _ := os.Stat(filepath.Join(root, "b"))
 	if !os.SameFile(a, b) {
-		t.Errorf("Flatten(): a and b are different files, want one inode")
+		t.Errorf("flattenLayers(): a and b are different files, want one inode")
 	}
 }
 
@@ -234,7 +234,7 @@ func TestFlattenMetadata(t *testing.T) {
 		symlink("sl", "x"),
 	)
 	if err := flatten(t, root, layer); err != nil {
-		t.Fatalf("Flatten() = %v, want nil", err)
+		t.Fatalf("flattenLayers() = %v, want nil", err)
 	}
 	for _, tt := range []struct {
 		name string
@@ -293,11 +293,11 @@ func TestFlattenCompressed(t *testing.T) {
 	for name, b := range map[string][]byte{"tar": layer, "gzip": gz.Bytes(), "zstd": zs.Bytes()} {
 		root := t.TempDir()
 		if err := flatten(t, root, b); err != nil {
-			t.Errorf("Flatten(%s) = %v, want nil", name, err)
+			t.Errorf("flattenLayers(%s) = %v, want nil", name, err)
 			continue
 		}
 		if d := diffTree(tree(t, root), map[string]string{"f": "f:content"}); d != "" {
-			t.Errorf("Flatten(%s) tree differs:%s", name, d)
+			t.Errorf("flattenLayers(%s) tree differs:%s", name, d)
 		}
 	}
 }
@@ -319,16 +319,16 @@ func TestFlattenNeverOpensFIFOs(t *testing.T) {
 		case err := <-done:
 			oneLineErr(t, err)
 		case <-time.After(10 * time.Second):
-			t.Fatalf("Flatten(%v) blocks", l)
+			t.Fatalf("flattenLayers(%v) blocks", l)
 		}
 	}
 }
 
 func TestFlattenBadInput(t *testing.T) {
 	root := t.TempDir()
-	err := Flatten(root, strings.NewReader(strings.Repeat("not a tar archive ", 100)))
+	err := flattenLayers(root, strings.NewReader(strings.Repeat("not a tar archive ", 100)))
 	if err == nil || strings.Contains(err.Error(), "\n") {
-		t.Errorf("Flatten(garbage) = %v, want a one-line error", err)
+		t.Errorf("flattenLayers(garbage) = %v, want a one-line error", err)
 	}
 }
 
@@ -450,16 +450,16 @@ func TestFlattenUnsafe(t *testing.T) {
 			case tt.lands != nil:
 				want := filepath.Join(root, tt.lands(outside))
 				if _, lerr := os.Lstat(want); err != nil || lerr != nil {
-					t.Errorf("Flatten() = %v, want the entry at %s (%v)", err, want, lerr)
+					t.Errorf("flattenLayers() = %v, want the entry at %s (%v)", err, want, lerr)
 				}
 			case !tt.safe && !errors.Is(err, ErrUnsafe):
-				t.Errorf("Flatten() = %v, want ErrUnsafe", err)
+				t.Errorf("flattenLayers() = %v, want ErrUnsafe", err)
 			case tt.safe && err != nil && errors.Is(err, ErrUnsafe):
-				t.Errorf("Flatten() = %v, want no ErrUnsafe", err)
+				t.Errorf("flattenLayers() = %v, want no ErrUnsafe", err)
 			}
 			t.Log(err)
 			if err != nil && strings.Contains(err.Error(), "\n") {
-				t.Errorf("Flatten() = %q, want one line", err)
+				t.Errorf("flattenLayers() = %q, want one line", err)
 			}
 			after := tree(t, parent)
 			for k := range after {
@@ -468,7 +468,7 @@ func TestFlattenUnsafe(t *testing.T) {
 				}
 			}
 			if d := diffTree(after, before); d != "" {
-				t.Errorf("Flatten() changed things outside the root:%s", d)
+				t.Errorf("flattenLayers() changed things outside the root:%s", d)
 			}
 		})
 	}
@@ -530,7 +530,7 @@ func TestFlattenUnprivileged(t *testing.T) {
 		),
 		tarLayer(t, file("ro/new", "added under a read-only directory of a lower layer")))
 	if err != nil {
-		t.Fatalf("Flatten() as uid %d = %v", os.Geteuid(), err)
+		t.Fatalf("flattenLayers() as uid %d = %v", os.Geteuid(), err)
 	}
 	for name, want := range map[string]os.FileMode{
 		"ro":       0o555 | os.ModeDir,
@@ -595,7 +595,7 @@ func TestFlattenSymlinkLoop(t *testing.T) {
 	} {
 		err := flatten(t, t.TempDir(), tarLayer(t, l...))
 		if err == nil || !strings.Contains(err.Error(), "too many levels of symbolic links") || strings.Contains(err.Error(), "\n") {
-			t.Errorf("Flatten(%v) = %v, want one line about too many levels of symbolic links", l, err)
+			t.Errorf("flattenLayers(%v) = %v, want one line about too many levels of symbolic links", l, err)
 		}
 	}
 }

@@ -52,9 +52,9 @@ func FuzzFlatten(f *testing.F) {
 		for _, l := range layers {
 			rs = append(rs, bytes.NewReader(l))
 		}
-		err := Flatten(root, rs...)
+		err := flattenLayers(root, rs...)
 		if err != nil && strings.ContainsAny(err.Error(), "\n") {
-			t.Errorf("Flatten() = %q, want one line", err)
+			t.Errorf("flattenLayers() = %q, want one line", err)
 		}
 
 		after := tree(t, top)
@@ -65,7 +65,7 @@ func FuzzFlatten(f *testing.F) {
 		}
 		delete(before, "p1/p2/root")
 		if d := diffTree(after, before); d != "" {
-			t.Fatalf("Flatten() changed things outside the root:%s", d)
+			t.Fatalf("flattenLayers() changed things outside the root:%s", d)
 		}
 	})
 }

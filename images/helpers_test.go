@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -227,4 +228,29 @@ func pullRoot(t *testing.T, s *Store, ref string) (*Image, string) {
 		t.Fatal(err)
 	}
 	return img, root
+}
+
+// flattenLayers applies tar layers, lowest first, to dir, as overlayfs would
+// show them stacked: ".wh.NAME" deletes NAME of lower layers,
+// ".wh..wh..opq" hides a directory's lower content. Layers may be
+// uncompressed, gzip or zstd. Owners are set and device nodes made only
+// when running as root. Symlinks on the way to an entry are followed as if
+// dir were / (lib -> /usr/lib takes lib/libfoo.so to usr/lib/libfoo.so),
+// as containerd and umoci do. Nothing is ever written outside dir: an
+// entry that would be is refused with an error wrapping ErrUnsafe.
+func flattenLayers(dir string, layers ...io.Reader) error {
+	a, err := newApplier(dir)
+	if err != nil {
+		return fmt.Errorf("flatten %s: %w", dir, err)
+	}
+	defer a.close()
+	for i, l := range layers {
+		if err := a.applyCompressed(l); err != nil {
+			return fmt.Errorf("flatten %s: layer %d: %w", dir, i+1, oneLine(err))
+		}
+	}
+	if err := a.finish(); err != nil {
+		return fmt.Errorf("flatten %s: %w", dir, err)
+	}
+	return nil
 }
