@@ -155,30 +155,30 @@ else
 	cache=${XDG_CACHE_HOME:-$HOME/.cache}/virt-sandbox
 fi
 initrd_cache=$cache/initrd
+# debug_step PATTERN: a -d run of /bin/true on QEMU; sets step_line to the
+# first line of its output matching PATTERN and the run's wall time, or to
+# why there is none (and failed).
+debug_step() {
+	local start=$EPOCHREALTIME rc=0 wall
+	"$launcher" -d -c qemu:///system /bin/true >"$work/out" 2>&1 || rc=$?
+	wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')
+	step_line=$(grep -E "$1" "$work/out" | head -n 1 || true)
+	[ -n "$step_line" ] || { step_line="no line matching '$1' in -d output; last: $(tail -n 1 "$work/out")"; failed=1; }
+	[ "$rc" -eq 0 ] || { step_line="$step_line (exit $rc)"; failed=1; }
+	step_line="$step_line  [whole run $wall]"
+}
 initrd_lines=()
 for pass in cold cached; do
 	[ "$pass" = cold ] && rm -rf "$initrd_cache"
 	log "initrd $pass"
-	start=$EPOCHREALTIME
-	rc=0
-	"$launcher" -d -c qemu:///system /bin/true >"$work/out" 2>&1 || rc=$?
-	wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')
-	line=$(grep -E 'virt-sandbox: initrd (built|cached)' "$work/out" | head -n 1 || true)
-	[ -n "$line" ] || { line="no initrd line in -d output; last: $(tail -n 1 "$work/out")"; failed=1; }
-	[ "$rc" -eq 0 ] || { line="$line (exit $rc)"; failed=1; }
-	initrd_lines+=("$(printf '%-7s %s  [whole run %s]' "$pass" "$line" "$wall")")
+	debug_step 'virt-sandbox: initrd (built|cached)'
+	initrd_lines+=("$(printf '%-7s %s' "$pass" "$step_line")")
 done
 
 log "template build"
 rm -rf "$cache/template"
-start=$EPOCHREALTIME
-rc=0
-"$launcher" -d -c qemu:///system /bin/true >"$work/out" 2>&1 || rc=$?
-wall=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }')
-template_line=$(grep -E 'virt-sandbox: template .* built in' "$work/out" | head -n 1 || true)
-[ -n "$template_line" ] || { template_line="no template line in -d output; last: $(tail -n 1 "$work/out")"; failed=1; }
-[ "$rc" -eq 0 ] || { template_line="$template_line (exit $rc)"; failed=1; }
-template_line="$template_line  [whole run $wall]"
+debug_step 'virt-sandbox: template .* built in'
+template_line=$step_line
 
 # File access: tests/bench/files.sh reads a 1 GiB file, 2000 files of
 # 4 KiB and (through the root only) stats every file under /usr, on the host
