@@ -179,6 +179,17 @@ type Mount struct {
 	FSType string `json:"fstype,omitempty"`
 }
 
+// UnderMount tells whether the sandbox path p is a mount's target or lies
+// inside one.
+func UnderMount(mounts []Mount, p string) bool {
+	for _, m := range mounts {
+		if p == m.Target || strings.HasPrefix(p, m.Target+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // Include is a host file or directory copied into the sandbox at Guest,
 // which must lie in a writable mount or a writable root.
 type Include struct {

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
 // mount is one entry of a mount table.
@@ -103,14 +101,4 @@ func bindFrom(root *os.Root, rel, target string) error {
 		return fmt.Errorf("move_mount: %w", err)
 	}
 	return nil
-}
-
-// underMount tells whether p is a user's mount target or inside one.
-func underMount(mounts []config.Mount, p string) bool {
-	for _, m := range mounts {
-		if p == m.Target || strings.HasPrefix(p, m.Target+"/") {
-			return true
-		}
-	}
-	return false
 }

@@ -195,7 +195,7 @@ func (b *boot) overrideFile(path, content string) error {
 	} else if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if rel, ok := strings.CutPrefix(target, "/run/"); ok && !underMount(b.cfg.Mounts, target) {
+	if rel, ok := strings.CutPrefix(target, "/run/"); ok && !config.UnderMount(b.cfg.Mounts, target) {
 		return writeIn(b.ownRun, rel, content)
 	}
 	if _, err := os.Stat(target); err != nil {

@@ -39,7 +39,7 @@ func callerMounts(s *config.Sandbox) []config.Mount {
 	}
 	var mounts []config.Mount
 	for _, d := range minimalDirs(want) {
-		if d == "/" || covered(s.Mounts, d) {
+		if d == "/" || config.UnderMount(s.Mounts, d) {
 			continue
 		}
 		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
@@ -64,16 +64,6 @@ func realPath(p string) string {
 func hidden(p string) bool {
 	for _, d := range config.PrivateDirs {
 		if strings.HasPrefix(p, d+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// covered tells whether p is a mount's target or inside one.
-func covered(mounts []config.Mount, p string) bool {
-	for _, m := range mounts {
-		if p == m.Target || strings.HasPrefix(p, m.Target+"/") {
 			return true
 		}
 	}
