@@ -12,7 +12,10 @@
 #
 # The first libvirtd (tests/setup-host.sh) is never touched.
 #
-#   remote-host.sh start    idempotent; prints the URI's host part
+#   remote-host.sh start [DIR...]
+#                           idempotent; prints the URI's host part; DIRs
+#                           are hidden too (the tests pass their checkout,
+#                           which may live anywhere: CI clones elsewhere)
 #   remote-host.sh stop
 #   remote-host.sh pid      the daemon's namespace holder, for nsenter
 set -euo pipefail
@@ -57,6 +60,7 @@ make_etc() {
 }
 
 start() {
+	hidden+=("$@")
 	if running; then
 		echo "127.0.0.1:$port"
 		return
@@ -107,7 +111,10 @@ stop() {
 }
 
 case "${1:-}" in
-start) start ;;
+start)
+	shift
+	start "$@"
+	;;
 stop) stop ;;
 pid) running && cat "$pidfile" ;;
 *)

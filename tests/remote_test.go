@@ -34,7 +34,12 @@ func remoteHost(t *testing.T) string {
 	t.Helper()
 	remoteSetup.once.Do(func() {
 		remoteSetup.started = exec.Command("./remote-host.sh", "pid").Run() != nil
-		out, err := exec.Command("./remote-host.sh", "start").Output()
+		checkout, err := filepath.Abs("..")
+		if err != nil {
+			remoteSetup.err = err
+			return
+		}
+		out, err := exec.Command("./remote-host.sh", "start", checkout).Output()
 		if err != nil {
 			remoteSetup.err = fmt.Errorf("tests/remote-host.sh start: %v", err)
 			return
