@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/lru"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
@@ -152,6 +153,7 @@ func cachedKernel(cacheDir, path string) (string, error) {
 	if same, err := sameContent(dst, path); err != nil {
 		return "", kernelReadError(err)
 	} else if same {
+		lru.Touch(dst)
 		return dst, nil
 	}
 	src, err := os.Open(path)
@@ -169,8 +171,15 @@ func cachedKernel(cacheDir, path string) (string, error) {
 	if err != nil {
 		return "", cacheError("kernel cache", cacheDir, err)
 	}
+	// Copies under way have hidden names (wholefile).
+	paths, _ := filepath.Glob(filepath.Join(cacheDir, "[^.]*"))
+	lru.Trim(paths, kernelCacheBudget, func(p string) { os.Remove(p) })
 	return dst, nil
 }
+
+// kernelCacheBudget bounds the kernels' copies kept: each kernel upgrade
+// makes one more.
+const kernelCacheBudget = 128 << 20
 
 // kernelReadError says what to do about a kernel the caller cannot read
 // (some distributions install them 0600).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/lru"
 )
 
 // A QEMU sandbox starts from a template when it can: a machine booted once,
@@ -246,6 +247,7 @@ func (r *run) startFromTemplate(d *libvirtxml.Domain) (bool, error) {
 			return false, nil
 		}
 		r.debugf("template %s built in %v", slot.name, time.Since(t).Round(time.Millisecond))
+		trimTemplates(dir)
 		t = time.Now()
 	}
 	if err := r.watchStop(slot.uuid); err != nil {
@@ -265,7 +267,28 @@ func (r *run) startFromTemplate(d *libvirtxml.Domain) (bool, error) {
 		return false, nil
 	}
 	r.debugf("restored %s in %v", slot.name, time.Since(t).Round(time.Millisecond))
+	lru.Touch(slot.image)
 	return true, r.resume(slot)
+}
+
+// templateBudget bounds the saved machines kept in a template cache (about
+// 100 MB each): every template key (machine shape, kernel, init) may have
+// up to maxTemplateSlots of them, and an upgrade makes new keys.
+const templateBudget = 4 << 30
+
+// trimTemplates removes the saved machines of dir used least recently
+// beyond templateBudget, but none a run holds. Their slots stay (a lock
+// file each), so a slot never has two lock files two runs could hold.
+func trimTemplates(dir string) {
+	saves, _ := filepath.Glob(filepath.Join(dir, "*", "slot-*.save"))
+	lru.Trim(saves, templateBudget, func(p string) {
+		lock, err := lockPath(strings.TrimSuffix(p, ".save")+".lock", unix.LOCK_EX|unix.LOCK_NB)
+		if err != nil {
+			return
+		}
+		defer lock.Close()
+		os.Remove(p)
+	})
 }
 
 // buildTemplate boots the template's machine, waits for its init to be

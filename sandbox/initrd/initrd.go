@@ -21,6 +21,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/virt-sandbox/virt-sandbox/kmod"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/lru"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
@@ -64,6 +65,7 @@ func cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 	damaged := false
 	if _, err := os.Stat(dst); err == nil {
 		if verify(dst, key) {
+			lru.Touch(dst)
 			return Result{Path: dst}, nil
 		}
 		damaged = true
@@ -76,7 +78,20 @@ func cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 	if err := wholefile.Write(dst, 0o644, func(w io.Writer) error { return write(w, files) }); err != nil {
 		return Result{}, err
 	}
+	trim(cacheDir)
 	return Result{Path: dst, Built: true, Damaged: damaged, Elapsed: time.Since(start)}, nil
+}
+
+// cacheBudget bounds the initrds kept: every change of the init or of
+// the kernel's modules makes a new one (about 10 MB each), so without a
+// bound a cache grows with each upgrade.
+const cacheBudget = 256 << 20
+
+// trim removes the initrds used least recently beyond cacheBudget. One
+// removed while a machine boots from it is no harm: QEMU has read it.
+func trim(cacheDir string) {
+	paths, _ := filepath.Glob(filepath.Join(cacheDir, "initrd-*.cpio"))
+	lru.Trim(paths, cacheBudget, func(p string) { os.Remove(p) })
 }
 
 // verify tells whether the initrd at p is complete and undamaged: it holds
