@@ -110,7 +110,8 @@ func commands() []*cli.Command {
 		},
 		{
 			Name:   "prune",
-			Usage:  "free the content no image references",
+			Usage:  "free the content no image references, or with -c the uploads no sandbox of a remote libvirt host uses",
+			Flags:  []cli.Flag{remoteFlag()},
 			Action: withStore(prune),
 		},
 		{
@@ -203,11 +204,28 @@ func inspect(c *cli.Context, s *images.Store, ref string) error {
 }
 
 func prune(c *cli.Context, s *images.Store) error {
+	if c.IsSet("connect") {
+		return pruneHost(c)
+	}
 	freed, err := s.Prune()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "freed %s\n", images.HumanSize(freed))
+	return nil
+}
+
+// pruneHost removes the uploads of the remote host no sandbox there
+// uses, and names each.
+func pruneHost(c *cli.Context) error {
+	removed, freed, err := sandbox.PruneHost(c.String("connect"))
+	for _, vol := range removed {
+		fmt.Fprintf(c.App.Writer, "removed %s\n", vol)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "freed %s\n", images.HumanSize(int64(freed)))
 	return nil
 }
 
@@ -300,7 +318,7 @@ func imageSandbox(c *cli.Context, s *images.Store, img *images.Image, root strin
 	return cfg, cfg.Validate()
 }
 
-// remoteFlag names the remote host of push and list.
+// remoteFlag names the remote host of push, list and prune.
 func remoteFlag() cli.Flag {
 	return &cli.StringFlag{Name: "connect", Aliases: []string{"c"}, Usage: "the remote host's libvirt `URI` (qemu+ssh://HOST/system, lxc+tcp://HOST/, ...)"}
 }
