@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,7 +44,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if err := app.Run(nameAfterOptions(args)); err != nil {
+	if err := app.Run(nameAfterOptions(args, flagTakesValue(app.Command("create")))); err != nil {
 		return options.ExitStatus(app.Name, err, stderr)
 	}
 	return 0
@@ -218,11 +219,14 @@ func autostart(c *cli.Context) error {
 	return sandbox.SetAutostart(c.Args().First(), c.Args().Get(1) == "on")
 }
 
-// nameAfterOptions turns "create NAME [options] -- COMMAND" into
-// "create [options] -- NAME COMMAND": flags parse up to the first argument
-// that is not one, and the service's name comes first on the command line.
-// The options before the subcommand (-c URI) stay where they are.
-func nameAfterOptions(args []string) []string {
+// nameAfterOptions turns "create [options] NAME [options] -- COMMAND"
+// into "create [options] [options] -- NAME COMMAND": flags parse up to the
+// first argument that is not one, and the service's name sits among them.
+// Without "--" after the name, all that follows it is the command. The
+// options before the subcommand (-c URI) stay where they are. takesValue
+// tells whether an option of create (by its name without dashes) takes the
+// next argument as its value.
+func nameAfterOptions(args []string, takesValue func(string) bool) []string {
 	at := 1
 	switch {
 	case len(args) > 1 && (args[1] == "-c" || args[1] == "--connect"):
@@ -230,18 +234,41 @@ func nameAfterOptions(args []string) []string {
 	case len(args) > 1 && strings.HasPrefix(args[1], "--connect="):
 		at = 2
 	}
-	if len(args) < at+2 || args[at] != "create" || strings.HasPrefix(args[at+1], "-") {
+	if len(args) < at+2 || args[at] != "create" {
 		return args
 	}
-	name, rest := args[at+1], args[at+2:]
-	out := append(append([]string(nil), args[:at]...), "create")
-	for i, a := range rest {
-		if a == "--" {
-			out = append(append(out, rest[:i]...), "--", name)
-			return append(out, rest[i+1:]...)
+	i := at + 1
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+		flag := strings.TrimLeft(args[i], "-")
+		i++
+		if !strings.Contains(flag, "=") && takesValue(flag) {
+			i++
 		}
 	}
-	return append(append(out, "--", name), rest...)
+	if i >= len(args) || args[i] == "--" {
+		return args
+	}
+	name, rest := args[i], args[i+1:]
+	out := append(append([]string(nil), args[:i]...), rest...)
+	if dash := slices.Index(out[i:], "--"); dash >= 0 {
+		out = slices.Insert(out, i+dash+1, name)
+		return out
+	}
+	return append(append(out[:i:i], "--", name), rest...)
+}
+
+// flagTakesValue tells, for the options of cmd, whether the one named
+// name takes a value: all but the switches.
+func flagTakesValue(cmd *cli.Command) func(string) bool {
+	return func(name string) bool {
+		for _, f := range cmd.Flags {
+			if slices.Contains(f.Names(), name) {
+				_, isSwitch := f.(*cli.BoolFlag)
+				return !isSwitch
+			}
+		}
+		return false
+	}
 }
 
 // restartPolicy parses --restart: no, or on-failure[:N].

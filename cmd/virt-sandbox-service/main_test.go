@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/urfave/cli/v2"
+
 	"slices"
 	"strings"
 	"testing"
@@ -17,8 +19,22 @@ func TestNameAfterOptions(t *testing.T) {
 		{"s create --help", "s create --help"},
 		{"s start web", "s start web"},
 		{"s -c lxc:/// status web", "s -c lxc:/// status web"},
+		// Options before the name, their values skipped.
+		{"s create --userns on web -- /bin/true", "s create --userns on -- web /bin/true"},
+		{"s create -p -N network=default web -- /bin/true", "s create -p -N network=default -- web /bin/true"},
+		{"s create --userns=on web -- /bin/true", "s create --userns=on -- web /bin/true"},
+		{"s create -p web --restart on-failure -- /bin/true", "s create -p --restart on-failure -- web /bin/true"},
+		{"s create -p web /bin/sh -c x", "s create -p -- web /bin/sh -c x"},
+		{"s create -p -- /bin/true", "s create -p -- /bin/true"},
+		{"s create --restart", "s create --restart"},
 	} {
-		got := nameAfterOptions(strings.Fields(tt.in))
+		var create *cli.Command
+		for _, c := range commands() {
+			if c.Name == "create" {
+				create = c
+			}
+		}
+		got := nameAfterOptions(strings.Fields(tt.in), flagTakesValue(create))
 		if want := strings.Fields(tt.want); !slices.Equal(got, want) {
 			t.Errorf("nameAfterOptions(%q) = %q, want %q", tt.in, got, want)
 		}
