@@ -21,9 +21,6 @@ import (
 // other versions so a stale init never misreads a newer launcher's config.
 const Version = 1
 
-// FileName is the name of the config file inside the config share.
-const FileName = "sandbox.json"
-
 // ErrInvalid is wrapped by every validation and parse error.
 var ErrInvalid = errors.New("invalid sandbox config")
 
@@ -250,25 +247,13 @@ type Kernel struct {
 	VirtType string `json:"virt_type,omitempty"`
 	// Cmdline is appended to the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
-	// ShareFS is how host directories reach the machine: NinePShares,
-	// VirtiofsShares, or empty to choose by where the sandbox runs.
+	// ShareFS is how host directories reach the machine:
+	// guest.NinePShares, guest.VirtiofsShares, or empty to choose by where the sandbox runs.
 	ShareFS string `json:"share_fs,omitempty"`
 	// ColdBoot boots the kernel even where the machine could be restored
 	// from a booted template.
 	ColdBoot bool `json:"cold_boot,omitempty"`
 }
-
-// The ways host directories reach a QEMU sandbox.
-const (
-	NinePShares    = "9p"
-	VirtiofsShares = "virtiofs"
-)
-
-// SharesArg is the kernel argument (an environment variable of the init)
-// by which the launcher tells a QEMU sandbox's init how the root and the
-// host-bind mounts are shared: NinePShares or VirtiofsShares. The config
-// and log shares are 9p always.
-const SharesArg = "VIRT_SANDBOX_SHARES"
 
 // Save writes s to path as indented JSON with the current schema version.
 // It replaces path whole or not at all: a service's saved config is read
@@ -318,90 +303,3 @@ func Remote(uri string) bool {
 	_, transport, _ := strings.Cut(u.Scheme, "+")
 	return u.Host != "" || (transport != "" && transport != "unix")
 }
-
-// Paths inside every sandbox. The launcher shares the config directory (the
-// run's state directory) and the init binary there, and the init reads them.
-const (
-	// GuestDir holds FileName inside the sandbox.
-	GuestDir = "/run/virt-sandbox"
-	// GuestInit is where the init binary is in an LXC sandbox.
-	GuestInit = "/run/virt-sandbox-init"
-	// GuestRoot is where an LXC sandbox finds a custom root to switch to.
-	GuestRoot = "/run/virt-sandbox-root"
-	// GuestLog is where a service's log share is; the init appends the
-	// program's output to LogFile in it.
-	GuestLog = "/run/virt-sandbox-log"
-	LogFile  = "program.log"
-	// GuestIncludes is the directory of the config share holding the
-	// include files, laid out as their guest paths.
-	GuestIncludes = "includes"
-)
-
-// FilesEnv, in the init's environment, tells where the run's files (the
-// config and the include files) are: FilesOnChannel when the launcher
-// sends them on the app channel, for a sandbox on a remote host that
-// shares no directory with it; otherwise in the config share at GuestDir.
-const (
-	FilesEnv       = "VIRT_SANDBOX_FILES"
-	FilesOnChannel = "channel"
-)
-
-// RootFSEnv, in a QEMU init's environment, tells that the root is the disk
-// whose serial is RootTag, a filesystem of that type (a root image),
-// rather than the 9p share of that tag.
-const RootFSEnv = "VIRT_SANDBOX_ROOT_FS"
-
-// RootImageFS is the filesystem of a root image.
-const RootImageFS = "squashfs"
-
-// The names a QEMU sandbox's devices carry, which the launcher gives and
-// the init looks for: the app channel's virtio-serial port and the 9p tags
-// of the shares.
-const (
-	AppChannel = "org.virt-sandbox.app"
-	// RunChannel is where the init of a machine restored from a template
-	// learns that its run has come (sandbox/console.Resume).
-	RunChannel = "org.virt-sandbox.run"
-	RootTag    = "sandbox-root"
-	ConfigTag  = "sandbox-config"
-	LogTag     = "sandbox-log"
-)
-
-// SessionChannels is how many app channels a service's sandbox has: each
-// carries one session (execute, stop) at a time, so that many may run at
-// once. A one-shot sandbox has one.
-const SessionChannels = 4
-
-// AppChannels is the number of app channels of a sandbox of cfg.
-func AppChannels(cfg *Sandbox) int {
-	if cfg.Service != nil {
-		return SessionChannels
-	}
-	return 1
-}
-
-// AppChannelName names a QEMU sandbox's app channel i.
-func AppChannelName(i int) string {
-	if i == 0 {
-		return AppChannel
-	}
-	return fmt.Sprintf("%s.%d", AppChannel, i)
-}
-
-// PrivateDirs are the directories every sandbox has its own of, writable,
-// hiding the host's: a tmpfs on each.
-var PrivateDirs = []string{"/tmp", "/dev/shm", "/run"}
-
-// RootMountPoints are the directories of the root the drivers and the init
-// mount on. A root need not have them: the init makes the missing ones in a
-// tmpfs overlay, and the root is read-only again before the program runs.
-var RootMountPoints = []string{"dev", "proc", "sys", "run", "tmp"}
-
-// MountTag names the 9p share or disk serial of mount i; disk tags may not
-// take the sandbox- prefix, so they never clash.
-func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
-
-// MountStage is where the source of mount i is put first, inside the
-// sandbox's private /run, before the init binds it on its target: a
-// target need not exist in a read-only root when the driver mounts.
-func MountStage(i int) string { return fmt.Sprintf("/run/virt-sandbox-mnt/%d", i) }

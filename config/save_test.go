@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // TestSaveWhole: a Save that cannot be written to its end (here the file
@@ -15,7 +17,7 @@ import (
 // as it was, and no temporary file; a Save that works replaces it.
 func TestSaveWhole(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, FileName)
+	p := filepath.Join(dir, guest.ConfigFile)
 	old := &Sandbox{Name: "old", Command: Command{Argv: []string{"/bin/true"}}}
 	if err := old.Save(p); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // validSandbox is the smallest config Validate accepts.
@@ -212,7 +214,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 // Load would refuse.
 func TestSaveSetsVersion(t *testing.T) {
 	s := validSandbox()
-	p := filepath.Join(t.TempDir(), FileName)
+	p := filepath.Join(t.TempDir(), guest.ConfigFile)
 	if err := s.Save(p); err != nil {
 		t.Fatalf("Save(%q) = %v, want nil", p, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -65,8 +66,8 @@ func main() {
 	// directory with the program's credentials keeps them, and ptrace
 	// judges by the first thread's, which that may be (tests/escape).
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
-	if len(os.Args) > 1 && os.Args[1] == "lxc" {
+	b := &boot{start: time.Now(), debug: os.Getenv(guest.DebugEnv) == "1"}
+	if len(os.Args) > 1 && os.Args[1] == guest.LXCArg {
 		b.openChannel = openLXCChannel
 		os.Exit(b.run(lxcSteps))
 	}
@@ -133,7 +134,7 @@ func loadConfig(b *boot) error {
 			return err
 		}
 	}
-	cfg, err := config.Load(config.GuestDir + "/" + config.FileName)
+	cfg, err := config.Load(guest.Dir + "/" + guest.ConfigFile)
 	if err != nil {
 		return err
 	}
@@ -144,7 +145,7 @@ func loadConfig(b *boot) error {
 
 // filesOnChannel tells that the launcher sends the run's files on the
 // channel: the sandbox is on a remote host and has no config share.
-func filesOnChannel() bool { return os.Getenv(config.FilesEnv) == config.FilesOnChannel }
+func filesOnChannel() bool { return os.Getenv(guest.FilesEnv) == guest.FilesOnChannel }
 
 // receiveFiles waits for the launcher on the app channel and takes the
 // run's files from it, into the sandbox's own /run where the config share
@@ -160,10 +161,10 @@ func receiveFiles(b *boot) error {
 	if files == nil {
 		return errors.New("the launcher sent no files: the init and the launcher are of different builds")
 	}
-	if err := os.MkdirAll(config.GuestDir, 0o700); err != nil {
+	if err := os.MkdirAll(guest.Dir, 0o700); err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(config.GuestDir)
+	root, err := os.OpenRoot(guest.Dir)
 	if err != nil {
 		return err
 	}

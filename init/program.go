@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -369,7 +370,7 @@ func startPipes(cmd *launch) (console.Program, error) {
 // the config share, reached through the sandbox's own /run: a user's mount
 // over /run may hide the share's path.
 func receiveStdio(b *boot, name string) ([3]*os.File, error) {
-	dir, err := b.ownRun.OpenFile(inRun(config.GuestDir), unix.O_PATH, 0)
+	dir, err := b.ownRun.OpenFile(inRun(guest.Dir), unix.O_PATH, 0)
 	if err != nil {
 		return [3]*os.File{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/fsimage"
 )
 
@@ -57,7 +58,7 @@ func (r *run) prepareFiles() error {
 // the init finds them in the config share or receives them on the channel.
 func (r *run) stageIncludes() error {
 	for _, inc := range r.cfg.Includes {
-		dst := filepath.Join(r.stateDir, config.GuestIncludes, inc.Guest)
+		dst := filepath.Join(r.stateDir, guest.Includes, inc.Guest)
 		if err := copyTree(inc.Host, dst); err != nil {
 			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, stateError(err))
 		}

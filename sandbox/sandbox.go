@@ -22,6 +22,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
@@ -353,7 +354,7 @@ func (r *run) domain() (*libvirtxml.Domain, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
+	if err := r.cfg.Save(filepath.Join(r.stateDir, guest.ConfigFile)); err != nil {
 		return nil, stateError(err)
 	}
 	return d, nil
@@ -461,7 +462,7 @@ type channel interface {
 // lock per channel in the service's directory while they run: libvirt's
 // LXC driver lets any number of clients open one console.
 func (r *run) openChannel() (channel, int, error) {
-	n := config.AppChannels(r.cfg)
+	n := guest.AppChannels(r.cfg.Service != nil)
 	if n == 1 || (r.request != nil && r.request.Boot) {
 		// A remote service's init takes its files on the first
 		// channel, before it serves sessions.
@@ -601,7 +602,7 @@ func lastLine(path string) string {
 // environment, which may be secrets, and nothing reads it again.
 func (r *run) forgetConfig() {
 	if r.cfg.Service == nil {
-		os.Remove(filepath.Join(r.stateDir, config.FileName))
+		os.Remove(filepath.Join(r.stateDir, guest.ConfigFile))
 	}
 }
 

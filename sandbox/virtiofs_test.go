@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 func TestShareFS(t *testing.T) {
@@ -58,7 +59,7 @@ func TestShareFS(t *testing.T) {
 }
 
 func TestShares(t *testing.T) {
-	s := shares{fs: config.VirtiofsShares, readOnlyDaemon: "/libexec/virt-sandbox-virtiofsd"}
+	s := shares{fs: guest.VirtiofsShares, readOnlyDaemon: "/libexec/virt-sandbox-virtiofsd"}
 	for _, tt := range []struct {
 		readonly bool
 		daemon   string
@@ -80,7 +81,7 @@ func TestShares(t *testing.T) {
 	if f := s.share("/src", "tag", false, false); f.Binary.Cache != nil {
 		t.Errorf("share's cache = %+v; want virtiofsd's default (auto): none refuses shared mappings", f.Binary.Cache)
 	}
-	ninep := shares{fs: config.NinePShares}
+	ninep := shares{fs: guest.NinePShares}
 	for _, readonly := range []bool{true, false} {
 		f := ninep.share("/src", "tag", readonly, false)
 		if f.Driver == nil || f.Driver.Type != "path" || f.MultiDevs != "remap" || (f.ReadOnly != nil) != readonly {
@@ -91,10 +92,10 @@ func TestShares(t *testing.T) {
 
 func TestModulesForVirtiofs(t *testing.T) {
 	cfg := &config.Sandbox{Driver: config.QEMU}
-	if got := modulesFor(cfg, config.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
+	if got := modulesFor(cfg, guest.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
 		t.Errorf("modulesFor(virtiofs) = %v; want virtiofs, and 9p for the config share", got)
 	}
-	if got := modulesFor(cfg, config.NinePShares); slices.Contains(got, "virtiofs") {
+	if got := modulesFor(cfg, guest.NinePShares); slices.Contains(got, "virtiofs") {
 		t.Errorf("modulesFor(9p) = %v; want no virtiofs", got)
 	}
 }
