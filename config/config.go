@@ -1,8 +1,9 @@
-// Package config defines a sandbox's configuration: what to run, where, as whom,
-// with which files, devices and networks. The launcher builds it from flags,
-// validates it, saves it as versioned JSON in the sandbox's state directory, and
-// the guest init loads the same file. It has no dependency on libvirt so the
-// static init can link it.
+// Package config defines a sandbox's configuration, what the user asked
+// for: what to run, where, as whom, with which files, devices and networks.
+// The launcher builds it from flags, validates it, and saves it as
+// versioned JSON in the sandbox's state directory beside what it resolved
+// for the run (Run, guest.Resolved); the guest init loads the same file.
+// It has no dependency on libvirt so the static init can link it.
 package config
 
 import (
@@ -14,12 +15,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
-// Version is the schema version written into every saved config. Load refuses
-// other versions so a stale init never misreads a newer launcher's config.
-const Version = 1
+// Version is the schema version written into every saved config. The init
+// (LoadRun) refuses other versions so a stale init never misreads a newer
+// launcher's config. Version 2 moved what the launcher resolves for a run
+// (the user namespace's id map, host-image filesystems, LXC disk devices)
+// out of the user's config into Run.Resolved.
+const Version = 2
+
+// oldestVersion is the oldest version whose user's config Load reads:
+// version 1 differs from 2 only in the launcher's fields, which the
+// launcher resolves again for each run and service upgrade, so a service
+// created by an older build can still be upgraded, stopped or deleted.
+const oldestVersion = 1
 
 // ErrInvalid is wrapped by every validation and parse error.
 var ErrInvalid = errors.New("invalid sandbox config")
@@ -111,9 +122,6 @@ type Identity struct {
 	// UserNS runs the program (LXC) in a user namespace of its own, so
 	// that its root is an unprivileged id of the host: "on" or "off".
 	UserNS string `json:"userns,omitempty"`
-	// IDMap is that namespace's mapping, which the launcher fills in from
-	// the host's ranges of subordinate ids.
-	IDMap *IDMap `json:"idmap,omitempty"`
 }
 
 // The values of Identity.UserNS.
@@ -121,36 +129,6 @@ const (
 	UserNSOn  = "on"
 	UserNSOff = "off"
 )
-
-// IDMap maps the ids of a user namespace to the host's.
-type IDMap struct {
-	UIDs []IDRange `json:"uids"`
-	GIDs []IDRange `json:"gids"`
-}
-
-// IDRange maps Count ids from Inside on to the host's from Outside on, as
-// a line of /proc/PID/uid_map.
-type IDRange struct {
-	Inside  int `json:"inside"`
-	Outside int `json:"outside"`
-	Count   int `json:"count"`
-}
-
-// HostUID is the host's uid for uid inside the namespace; -1 when it is
-// not mapped.
-func (m *IDMap) HostUID(uid int) int { return toHost(m.UIDs, uid) }
-
-// HostGID is HostUID for group ids.
-func (m *IDMap) HostGID(gid int) int { return toHost(m.GIDs, gid) }
-
-func toHost(ranges []IDRange, id int) int {
-	for _, r := range ranges {
-		if id >= r.Inside && id < r.Inside+r.Count {
-			return r.Outside + id - r.Inside
-		}
-	}
-	return -1
-}
 
 // MountType is the kind of a -m mount.
 type MountType string
@@ -167,13 +145,16 @@ type Mount struct {
 	Type   MountType `json:"type"`
 	Target string    `json:"target"`
 	// Source is a host path (host-bind, host-image), a sandbox path
-	// (guest-bind) or empty.
-	Source   string `json:"source,omitempty"`
+	// (guest-bind) or empty. The launcher makes a host path absolute, and
+	// gives an empty host-bind a fresh directory, in the user's config
+	// itself: a service's later commands run from other directories and
+	// must name the same files.
+	Source string `json:"source,omitempty"`
+	// Format is a host-image's, as asked or, when not, as the launcher
+	// found it; see Disk.Format.
 	Format   string `json:"format,omitempty"`
 	SizeKiB  uint64 `json:"size_kib,omitempty"`
 	ReadOnly bool   `json:"readonly,omitempty"`
-	// FSType is the filesystem of a host-image, found by the launcher.
-	FSType string `json:"fstype,omitempty"`
 }
 
 // UnderMount tells whether the sandbox path p is a mount's target or lies
@@ -196,12 +177,15 @@ type Include struct {
 
 // Disk is a block device shown at /dev/disk/by-tag/Tag.
 type Disk struct {
-	Tag    string `json:"tag"`
+	Tag string `json:"tag"`
+	// Source is made absolute by the launcher, as Mount.Source.
 	Source string `json:"source"`
+	// Format is the image's format as asked or, when not, as the launcher
+	// found it, written into the user's config: a service's image keeps
+	// the format it had when the service was made, so that a guest that
+	// rewrites a raw image to look like qcow2 (with a backing file of the
+	// host's) never has it read as one on a later upgrade.
 	Format string `json:"format,omitempty"`
-	// Device is the host block device an LXC sandbox is given for it,
-	// set by the launcher for the run.
-	Device string `json:"device,omitempty"`
 }
 
 // Network is one interface of the sandbox.
@@ -255,21 +239,36 @@ type Kernel struct {
 	ColdBoot bool `json:"cold_boot,omitempty"`
 }
 
-// Save writes s to path as indented JSON with the current schema version.
+// Run is the file the launcher saves for the init (guest.ConfigFile): the
+// user's config and what the launcher resolved for the run, one JSON object
+// under one version. The user's fields stay at the top level, where a hand
+// edit of a service's config finds them.
+type Run struct {
+	Sandbox
+	Resolved guest.Resolved `json:"resolved"`
+}
+
+// Save writes s, with res (what the launcher resolved for the run; nil
+// for nothing), to path as indented JSON with the current schema version.
 // It replaces path whole or not at all: a service's saved config is read
 // again by every later command, and one cut short by a full disk would
 // leave the service unusable.
-func (s *Sandbox) Save(path string) error {
-	c := *s
-	c.Version = Version
-	b, err := json.MarshalIndent(&c, "", "  ")
+func (s *Sandbox) Save(path string, res *guest.Resolved) error {
+	r := Run{Sandbox: *s}
+	if res != nil {
+		r.Resolved = *res
+	}
+	r.Version = Version
+	b, err := json.MarshalIndent(&r, "", "  ")
 	if err != nil {
 		return err
 	}
 	return wholefile.WriteBytes(path, append(b, '\n'), 0o644)
 }
 
-// Load reads a config saved by Save and checks its schema version.
+// Load reads the user's config from a file Save wrote, of this schema
+// version or an older one it can read; what the launcher resolved is left
+// out: the launcher resolves it anew.
 func Load(path string) (*Sandbox, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -278,16 +277,43 @@ func Load(path string) (*Sandbox, error) {
 	return Decode(b)
 }
 
-// Decode parses a saved config and checks its schema version.
+// Decode is Load of the file's contents.
 func Decode(b []byte) (*Sandbox, error) {
-	var s Sandbox
-	if err := json.Unmarshal(b, &s); err != nil {
+	r, err := decode(b, oldestVersion)
+	if err != nil {
+		return nil, err
+	}
+	return &r.Sandbox, nil
+}
+
+// LoadRun reads a file Save wrote, the user's config and what the launcher
+// resolved, as the init does: of this schema version only, whose Resolved
+// it needs.
+func LoadRun(path string) (*Run, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return decode(b, Version)
+}
+
+func decode(b []byte, oldest int) (*Run, error) {
+	var r Run
+	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if s.Version != Version {
-		return nil, fmt.Errorf("%w: schema version %d, this build reads version %d", ErrInvalid, s.Version, Version)
+	if r.Version < oldest || r.Version > Version {
+		return nil, fmt.Errorf("%w: schema version %d, this build reads %s", ErrInvalid, r.Version, versions(oldest))
 	}
-	return &s, nil
+	return &r, nil
+}
+
+// versions names the schema versions from oldest to Version.
+func versions(oldest int) string {
+	if oldest == Version {
+		return fmt.Sprintf("version %d", Version)
+	}
+	return fmt.Sprintf("versions %d to %d", oldest, Version)
 }
 
 // Remote tells a libvirt URI of another machine, one with a host or a

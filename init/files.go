@@ -39,7 +39,7 @@ func mountShares(b *boot) error {
 			if err != nil {
 				return err
 			}
-			mnt = mount{dev, guest.MountStage(i), m.FSType, flags, ""}
+			mnt = mount{dev, guest.MountStage(i), b.resolved.MountFS[i], flags, ""}
 		default:
 			continue
 		}
@@ -248,7 +248,7 @@ func copyIncludes(b *boot) error {
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
 		}
-		uid, gid := hostOwner(id, b.cfg.Identity.IDMap)
+		uid, gid := hostOwner(id, b.resolved.IDMap)
 		return os.Lchown(dst, uid, gid)
 	})
 }
@@ -280,8 +280,8 @@ func tagDisks(b *boot) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, d := range b.cfg.Disks {
-		dev := d.Device
+	for i, d := range b.cfg.Disks {
+		dev := b.resolved.DiskDevices[i]
 		if dev == "" {
 			var err error
 			if dev, err = blockDevice(d.Tag); err != nil {
@@ -294,7 +294,7 @@ func tagDisks(b *boot) error {
 		// The disk is the sandbox's root's to read and write, also
 		// when that is a user namespace's root (the namespace cannot
 		// mount it: that takes the host's root).
-		if m := b.cfg.Identity.IDMap; m != nil {
+		if m := b.resolved.IDMap; m != nil {
 			if err := os.Chown(dev, m.HostUID(0), m.HostGID(0)); err != nil {
 				return fmt.Errorf("--disk %s: %w", d.Tag, err)
 			}

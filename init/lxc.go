@@ -56,7 +56,7 @@ func enterCustomRoot(b *boot) error {
 	if _, err := os.Stat(guest.Root); err != nil {
 		return nil
 	}
-	if m := b.cfg.Identity.IDMap; m != nil {
+	if m := b.resolved.IDMap; m != nil {
 		if err := idmapMount(guest.Root, m); err != nil {
 			return fmt.Errorf("mapping the root's ids to the user namespace's: %w", err)
 		}

@@ -23,6 +23,9 @@ import (
 // boot is the state the steps build up.
 type boot struct {
 	cfg *config.Sandbox
+	// resolved is what the launcher found out or set up for the run,
+	// saved beside cfg.
+	resolved guest.Resolved
 	// channel is app channel 0, where a one-shot run speaks; a service's
 	// sandbox has more, each carrying one session at a time.
 	channel *os.File
@@ -134,12 +137,12 @@ func loadConfig(b *boot) error {
 			return err
 		}
 	}
-	cfg, err := config.Load(guest.Dir + "/" + guest.ConfigFile)
+	run, err := config.LoadRun(guest.Dir + "/" + guest.ConfigFile)
 	if err != nil {
 		return err
 	}
-	b.cfg = cfg
-	b.debug = b.debug || cfg.Debug
+	b.cfg, b.resolved = &run.Sandbox, run.Resolved
+	b.debug = b.debug || b.cfg.Debug
 	return nil
 }
 

@@ -103,7 +103,7 @@ func (s *service) note(format string, args ...any) {
 
 // runOnce runs the program once on a fresh terminal and waits for it.
 func (s *service) runOnce() (console.Status, error) {
-	cmd, err := command(s.b.cfg, s.b.cfg.Command.Argv)
+	cmd, err := command(s.b.cfg, s.b.resolved.IDMap, s.b.cfg.Command.Argv)
 	if err != nil {
 		return console.Status{}, err
 	}

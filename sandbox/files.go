@@ -18,13 +18,16 @@ import (
 // image formats and filesystems, include files staged in the state
 // directory. Errors name the option and the path.
 func (r *run) prepareFiles() error {
+	r.resolved = guest.Resolved{MountFS: map[int]string{}, DiskDevices: map[int]string{}}
 	if r.remote() {
 		return r.prepareRemoteFiles()
 	}
 	cfg := r.cfg
-	if err := completeUserNS(cfg); err != nil {
+	idmap, err := userNSMap(cfg)
+	if err != nil {
 		return err
 	}
+	r.resolved.IDMap = idmap
 	if cfg.Root != "" {
 		abs, err := filepath.Abs(cfg.Root)
 		if err != nil {
@@ -73,7 +76,7 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 			// A fresh directory that goes with the state directory
 			// (a service's is made once and kept).
 			m.Source = filepath.Join(r.stateDir, fmt.Sprintf("mount-%d", i))
-			if err := os.MkdirAll(m.Source, 0o755); err != nil || r.cfg.Identity.IDMap == nil {
+			if err := os.MkdirAll(m.Source, 0o755); err != nil || r.resolved.IDMap == nil {
 				return err
 			}
 			// The program's ids in a user namespace are not the
@@ -95,7 +98,7 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 		if err != nil {
 			return err
 		}
-		m.FSType = t
+		r.resolved.MountFS[i] = t
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 			return nil, fmt.Errorf("--disk %s: %w", d.Tag, err)
 		}
 		r.onCleanup(func() { f.Close() })
-		d.Device = dev
+		r.resolved.DiskDevices[i] = dev
 		hostdevs = append(hostdevs, libvirtxml.DomainHostdev{
 			CapsStorage: &libvirtxml.DomainHostdevCapsStorage{Source: &libvirtxml.DomainHostdevCapsStorageSource{Block: dev}},
 		})

@@ -104,8 +104,9 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 }
 
 // modulesFor chooses the modules the config needs, so a plain sandbox
-// loads only the base set. fs is how host directories are shared.
-func modulesFor(cfg *config.Sandbox, fs string) []string {
+// loads only the base set. mountFS holds the filesystems of the host-image
+// mounts; fs is how host directories are shared.
+func modulesFor(cfg *config.Sandbox, mountFS map[int]string, fs string) []string {
 	mods := append([]string(nil), baseModules...)
 	if fs == guest.VirtiofsShares {
 		mods = append(mods, "virtiofs")
@@ -119,10 +120,10 @@ func modulesFor(cfg *config.Sandbox, fs string) []string {
 	if cfg.RootImage != "" {
 		mods = append(mods, fsModules[guest.RootImageFS]...)
 	}
-	for _, m := range cfg.Mounts {
+	for i, m := range cfg.Mounts {
 		if m.Type == config.HostImage {
 			blk = true
-			mods = append(mods, fsModules[m.FSType]...)
+			mods = append(mods, fsModules[mountFS[i]]...)
 		}
 	}
 	if len(cfg.Disks) > 0 {
@@ -204,7 +205,7 @@ func (r *run) bootFiles() (kernel, initrdPath string, host shares, err error) {
 	if host, err = r.hostShares(tree); err != nil {
 		return "", "", host, err
 	}
-	mods, err := tree.Resolve(modulesFor(r.cfg, host.fs)...)
+	mods, err := tree.Resolve(modulesFor(r.cfg, r.resolved.MountFS, host.fs)...)
 	if err != nil {
 		return "", "", host, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}

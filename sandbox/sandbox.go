@@ -72,7 +72,10 @@ func driverFor(d config.Driver) (driver, error) {
 
 // run is one sandbox from start to cleanup.
 type run struct {
-	cfg      *config.Sandbox
+	cfg *config.Sandbox
+	// resolved is what prepareFiles and the driver found out or set up
+	// for the run, saved for the init beside cfg.
+	resolved guest.Resolved
 	drv      driver
 	io       IO
 	conn     *libvirt.Connect
@@ -347,14 +350,14 @@ func (r *run) start() error {
 	return nil
 }
 
-// domain builds the domain for the config and saves the config the driver
-// completed for the run into the config share.
+// domain builds the domain for the config and saves the config, with what
+// was resolved for the run, into the config share.
 func (r *run) domain() (*libvirtxml.Domain, error) {
 	d, err := r.drv.domain(r.cfg, r)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.cfg.Save(filepath.Join(r.stateDir, guest.ConfigFile)); err != nil {
+	if err := r.cfg.Save(filepath.Join(r.stateDir, guest.ConfigFile), &r.resolved); err != nil {
 		return nil, stateError(err)
 	}
 	return d, nil

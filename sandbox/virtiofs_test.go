@@ -92,10 +92,10 @@ func TestShares(t *testing.T) {
 
 func TestModulesForVirtiofs(t *testing.T) {
 	cfg := &config.Sandbox{Driver: config.QEMU}
-	if got := modulesFor(cfg, guest.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
+	if got := modulesFor(cfg, nil, guest.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
 		t.Errorf("modulesFor(virtiofs) = %v; want virtiofs, and 9p for the config share", got)
 	}
-	if got := modulesFor(cfg, guest.NinePShares); slices.Contains(got, "virtiofs") {
+	if got := modulesFor(cfg, nil, guest.NinePShares); slices.Contains(got, "virtiofs") {
 		t.Errorf("modulesFor(9p) = %v; want no virtiofs", got)
 	}
 }

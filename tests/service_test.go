@@ -415,8 +415,17 @@ func testUpgrade(t *testing.T, c *caller, uri, name, dir string) {
 		t.Errorf("dumpxml %s after upgrade does not give it 786432 KiB:\n%s", name, xml)
 	}
 	saved := fileText(t, path)
-	if !strings.Contains(saved, `"fstype": "ext4"`) {
-		t.Errorf("the saved config after upgrade has no filesystem for the hand-added image:\n%s", saved)
+	var run struct {
+		Mounts   []json.RawMessage `json:"mounts"`
+		Resolved struct {
+			MountFS map[int]string `json:"mount_fs"`
+		} `json:"resolved"`
+	}
+	if err := json.Unmarshal([]byte(saved), &run); err != nil {
+		t.Fatal(err)
+	}
+	if hand := len(run.Mounts) - 1; run.Resolved.MountFS[hand] != "ext4" {
+		t.Errorf("the saved config after upgrade has no filesystem for the hand-added image (mount %d):\n%s", hand, saved)
 	}
 }
 
