@@ -173,6 +173,10 @@ func Start(name string) error {
 		if active, err := r.isActive(); err != nil || active {
 			return cmp.Or(err, fmt.Errorf("service %q is already running", name))
 		}
+		if r.cfg.Version != config.Version {
+			// Its init would refuse the config, where nobody sees it.
+			return fmt.Errorf("service %q: its config is of schema version %d, made by an older build: run virt-sandbox-service upgrade %s first", name, r.cfg.Version, name)
+		}
 		if err := r.dom.Create(); err != nil {
 			return libvirtError(fmt.Sprintf("starting service %q", name), err)
 		}
