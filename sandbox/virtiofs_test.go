@@ -99,3 +99,25 @@ func TestModulesForVirtiofs(t *testing.T) {
 		t.Errorf("modulesFor(9p) = %v; want no virtiofs", got)
 	}
 }
+
+// TestModulesForHostImages: the filesystem modules are those the launcher
+// found in each host-image mount, by the mount's index.
+func TestModulesForHostImages(t *testing.T) {
+	cfg := &config.Sandbox{Driver: config.QEMU, Mounts: []config.Mount{
+		{Type: config.HostBind, Target: "/data", Source: "/srv"},
+		{Type: config.HostImage, Target: "/img", Source: "/i.img"},
+	}}
+	for _, tt := range []struct {
+		mountFS map[int]string
+		want    string
+		notWant string
+	}{
+		{mountFS: map[int]string{1: "xfs"}, want: "xfs", notWant: "vfat"},
+		{mountFS: map[int]string{1: "vfat"}, want: "vfat", notWant: "xfs"},
+	} {
+		got := modulesFor(cfg, tt.mountFS, guest.NinePShares)
+		if !slices.Contains(got, tt.want) || slices.Contains(got, tt.notWant) {
+			t.Errorf("modulesFor(mount filesystems %v) = %v; want %s and no %s", tt.mountFS, got, tt.want, tt.notWant)
+		}
+	}
+}
