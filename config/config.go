@@ -1,8 +1,9 @@
-// Package config defines a sandbox's configuration: what to run, where, as whom,
-// with which files, devices and networks. The launcher builds it from flags,
-// validates it, saves it as versioned JSON in the sandbox's state directory, and
-// the guest init loads the same file. It has no dependency on libvirt so the
-// static init can link it.
+// Package config defines a sandbox's configuration, what the user asked
+// for: what to run, where, as whom, with which files, devices and networks.
+// The launcher builds it from flags, validates it, and saves it as
+// versioned JSON in the sandbox's state directory beside what it resolved
+// for the run (Run, guest.Resolved); the guest init loads the same file.
+// It has no dependency on libvirt so the static init can link it.
 package config
 
 import (
@@ -14,15 +15,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
 
-// Version is the schema version written into every saved config. Load refuses
-// other versions so a stale init never misreads a newer launcher's config.
-const Version = 1
+// Version is the schema version written into every saved config. The init
+// (LoadRun) refuses other versions so a stale init never misreads a newer
+// launcher's config. Version 2 moved what the launcher resolves for a run
+// (the user namespace's id map, host-image filesystems, LXC disk devices)
+// out of the user's config into Run.Resolved.
+const Version = 2
 
-// FileName is the name of the config file inside the config share.
-const FileName = "sandbox.json"
+// oldestVersion is the oldest version whose user's config Load reads:
+// version 1 differs from 2 only in the launcher's fields, which the
+// launcher resolves again for each run and service upgrade, so a service
+// created by an older build can still be upgraded, stopped or deleted.
+const oldestVersion = 1
 
 // ErrInvalid is wrapped by every validation and parse error.
 var ErrInvalid = errors.New("invalid sandbox config")
@@ -114,9 +122,6 @@ type Identity struct {
 	// UserNS runs the program (LXC) in a user namespace of its own, so
 	// that its root is an unprivileged id of the host: "on" or "off".
 	UserNS string `json:"userns,omitempty"`
-	// IDMap is that namespace's mapping, which the launcher fills in from
-	// the host's ranges of subordinate ids.
-	IDMap *IDMap `json:"idmap,omitempty"`
 }
 
 // The values of Identity.UserNS.
@@ -124,36 +129,6 @@ const (
 	UserNSOn  = "on"
 	UserNSOff = "off"
 )
-
-// IDMap maps the ids of a user namespace to the host's.
-type IDMap struct {
-	UIDs []IDRange `json:"uids"`
-	GIDs []IDRange `json:"gids"`
-}
-
-// IDRange maps Count ids from Inside on to the host's from Outside on, as
-// a line of /proc/PID/uid_map.
-type IDRange struct {
-	Inside  int `json:"inside"`
-	Outside int `json:"outside"`
-	Count   int `json:"count"`
-}
-
-// HostUID is the host's uid for uid inside the namespace; -1 when it is
-// not mapped.
-func (m *IDMap) HostUID(uid int) int { return toHost(m.UIDs, uid) }
-
-// HostGID is HostUID for group ids.
-func (m *IDMap) HostGID(gid int) int { return toHost(m.GIDs, gid) }
-
-func toHost(ranges []IDRange, id int) int {
-	for _, r := range ranges {
-		if id >= r.Inside && id < r.Inside+r.Count {
-			return r.Outside + id - r.Inside
-		}
-	}
-	return -1
-}
 
 // MountType is the kind of a -m mount.
 type MountType string
@@ -170,13 +145,16 @@ type Mount struct {
 	Type   MountType `json:"type"`
 	Target string    `json:"target"`
 	// Source is a host path (host-bind, host-image), a sandbox path
-	// (guest-bind) or empty.
-	Source   string `json:"source,omitempty"`
+	// (guest-bind) or empty. The launcher makes a host path absolute, and
+	// gives an empty host-bind a fresh directory, in the user's config
+	// itself: a service's later commands run from other directories and
+	// must name the same files.
+	Source string `json:"source,omitempty"`
+	// Format is a host-image's, as asked or, when not, as the launcher
+	// found it; see Disk.Format.
 	Format   string `json:"format,omitempty"`
 	SizeKiB  uint64 `json:"size_kib,omitempty"`
 	ReadOnly bool   `json:"readonly,omitempty"`
-	// FSType is the filesystem of a host-image, found by the launcher.
-	FSType string `json:"fstype,omitempty"`
 }
 
 // UnderMount tells whether the sandbox path p is a mount's target or lies
@@ -199,12 +177,15 @@ type Include struct {
 
 // Disk is a block device shown at /dev/disk/by-tag/Tag.
 type Disk struct {
-	Tag    string `json:"tag"`
+	Tag string `json:"tag"`
+	// Source is made absolute by the launcher, as Mount.Source.
 	Source string `json:"source"`
+	// Format is the image's format as asked or, when not, as the launcher
+	// found it, written into the user's config: a service's image keeps
+	// the format it had when the service was made, so that a guest that
+	// rewrites a raw image to look like qcow2 (with a backing file of the
+	// host's) never has it read as one on a later upgrade.
 	Format string `json:"format,omitempty"`
-	// Device is the host block device an LXC sandbox is given for it,
-	// set by the launcher for the run.
-	Device string `json:"device,omitempty"`
 }
 
 // Network is one interface of the sandbox.
@@ -250,41 +231,44 @@ type Kernel struct {
 	VirtType string `json:"virt_type,omitempty"`
 	// Cmdline is appended to the kernel command line.
 	Cmdline string `json:"cmdline,omitempty"`
-	// ShareFS is how host directories reach the machine: NinePShares,
-	// VirtiofsShares, or empty to choose by where the sandbox runs.
+	// ShareFS is how host directories reach the machine:
+	// guest.NinePShares, guest.VirtiofsShares, or empty to choose by where the sandbox runs.
 	ShareFS string `json:"share_fs,omitempty"`
 	// ColdBoot boots the kernel even where the machine could be restored
 	// from a booted template.
 	ColdBoot bool `json:"cold_boot,omitempty"`
 }
 
-// The ways host directories reach a QEMU sandbox.
-const (
-	NinePShares    = "9p"
-	VirtiofsShares = "virtiofs"
-)
+// Run is the file the launcher saves for the init (guest.ConfigFile): the
+// user's config and what the launcher resolved for the run, one JSON object
+// under one version. The user's fields stay at the top level, where a hand
+// edit of a service's config finds them.
+type Run struct {
+	Sandbox
+	Resolved guest.Resolved `json:"resolved"`
+}
 
-// SharesArg is the kernel argument (an environment variable of the init)
-// by which the launcher tells a QEMU sandbox's init how the root and the
-// host-bind mounts are shared: NinePShares or VirtiofsShares. The config
-// and log shares are 9p always.
-const SharesArg = "VIRT_SANDBOX_SHARES"
-
-// Save writes s to path as indented JSON with the current schema version.
+// Save writes s, with res (what the launcher resolved for the run; nil
+// for nothing), to path as indented JSON with the current schema version.
 // It replaces path whole or not at all: a service's saved config is read
 // again by every later command, and one cut short by a full disk would
 // leave the service unusable.
-func (s *Sandbox) Save(path string) error {
-	c := *s
-	c.Version = Version
-	b, err := json.MarshalIndent(&c, "", "  ")
+func (s *Sandbox) Save(path string, res *guest.Resolved) error {
+	r := Run{Sandbox: *s}
+	if res != nil {
+		r.Resolved = *res
+	}
+	r.Version = Version
+	b, err := json.MarshalIndent(&r, "", "  ")
 	if err != nil {
 		return err
 	}
 	return wholefile.WriteBytes(path, append(b, '\n'), 0o644)
 }
 
-// Load reads a config saved by Save and checks its schema version.
+// Load reads the user's config from a file Save wrote, of this schema
+// version or an older one it can read; what the launcher resolved is left
+// out: the launcher resolves it anew.
 func Load(path string) (*Sandbox, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -293,16 +277,43 @@ func Load(path string) (*Sandbox, error) {
 	return Decode(b)
 }
 
-// Decode parses a saved config and checks its schema version.
+// Decode is Load of the file's contents.
 func Decode(b []byte) (*Sandbox, error) {
-	var s Sandbox
-	if err := json.Unmarshal(b, &s); err != nil {
+	r, err := decode(b, oldestVersion)
+	if err != nil {
+		return nil, err
+	}
+	return &r.Sandbox, nil
+}
+
+// LoadRun reads a file Save wrote, the user's config and what the launcher
+// resolved, as the init does: of this schema version only, whose Resolved
+// it needs.
+func LoadRun(path string) (*Run, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return decode(b, Version)
+}
+
+func decode(b []byte, oldest int) (*Run, error) {
+	var r Run
+	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if s.Version != Version {
-		return nil, fmt.Errorf("%w: schema version %d, this build reads version %d", ErrInvalid, s.Version, Version)
+	if r.Version < oldest || r.Version > Version {
+		return nil, fmt.Errorf("%w: schema version %d, this build reads %s", ErrInvalid, r.Version, versions(oldest))
 	}
-	return &s, nil
+	return &r, nil
+}
+
+// versions names the schema versions from oldest to Version.
+func versions(oldest int) string {
+	if oldest == Version {
+		return fmt.Sprintf("version %d", Version)
+	}
+	return fmt.Sprintf("versions %d to %d", oldest, Version)
 }
 
 // Remote tells a libvirt URI of another machine, one with a host or a
@@ -318,90 +329,3 @@ func Remote(uri string) bool {
 	_, transport, _ := strings.Cut(u.Scheme, "+")
 	return u.Host != "" || (transport != "" && transport != "unix")
 }
-
-// Paths inside every sandbox. The launcher shares the config directory (the
-// run's state directory) and the init binary there, and the init reads them.
-const (
-	// GuestDir holds FileName inside the sandbox.
-	GuestDir = "/run/virt-sandbox"
-	// GuestInit is where the init binary is in an LXC sandbox.
-	GuestInit = "/run/virt-sandbox-init"
-	// GuestRoot is where an LXC sandbox finds a custom root to switch to.
-	GuestRoot = "/run/virt-sandbox-root"
-	// GuestLog is where a service's log share is; the init appends the
-	// program's output to LogFile in it.
-	GuestLog = "/run/virt-sandbox-log"
-	LogFile  = "program.log"
-	// GuestIncludes is the directory of the config share holding the
-	// include files, laid out as their guest paths.
-	GuestIncludes = "includes"
-)
-
-// FilesEnv, in the init's environment, tells where the run's files (the
-// config and the include files) are: FilesOnChannel when the launcher
-// sends them on the app channel, for a sandbox on a remote host that
-// shares no directory with it; otherwise in the config share at GuestDir.
-const (
-	FilesEnv       = "VIRT_SANDBOX_FILES"
-	FilesOnChannel = "channel"
-)
-
-// RootFSEnv, in a QEMU init's environment, tells that the root is the disk
-// whose serial is RootTag, a filesystem of that type (a root image),
-// rather than the 9p share of that tag.
-const RootFSEnv = "VIRT_SANDBOX_ROOT_FS"
-
-// RootImageFS is the filesystem of a root image.
-const RootImageFS = "squashfs"
-
-// The names a QEMU sandbox's devices carry, which the launcher gives and
-// the init looks for: the app channel's virtio-serial port and the 9p tags
-// of the shares.
-const (
-	AppChannel = "org.virt-sandbox.app"
-	// RunChannel is where the init of a machine restored from a template
-	// learns that its run has come (sandbox/console.Resume).
-	RunChannel = "org.virt-sandbox.run"
-	RootTag    = "sandbox-root"
-	ConfigTag  = "sandbox-config"
-	LogTag     = "sandbox-log"
-)
-
-// SessionChannels is how many app channels a service's sandbox has: each
-// carries one session (execute, stop) at a time, so that many may run at
-// once. A one-shot sandbox has one.
-const SessionChannels = 4
-
-// AppChannels is the number of app channels of a sandbox of cfg.
-func AppChannels(cfg *Sandbox) int {
-	if cfg.Service != nil {
-		return SessionChannels
-	}
-	return 1
-}
-
-// AppChannelName names a QEMU sandbox's app channel i.
-func AppChannelName(i int) string {
-	if i == 0 {
-		return AppChannel
-	}
-	return fmt.Sprintf("%s.%d", AppChannel, i)
-}
-
-// PrivateDirs are the directories every sandbox has its own of, writable,
-// hiding the host's: a tmpfs on each.
-var PrivateDirs = []string{"/tmp", "/dev/shm", "/run"}
-
-// RootMountPoints are the directories of the root the drivers and the init
-// mount on. A root need not have them: the init makes the missing ones in a
-// tmpfs overlay, and the root is read-only again before the program runs.
-var RootMountPoints = []string{"dev", "proc", "sys", "run", "tmp"}
-
-// MountTag names the 9p share or disk serial of mount i; disk tags may not
-// take the sandbox- prefix, so they never clash.
-func MountTag(i int) string { return fmt.Sprintf("sandbox-m%d", i) }
-
-// MountStage is where the source of mount i is put first, inside the
-// sandbox's private /run, before the init binds it on its target: a
-// target need not exist in a read-only root when the driver mounts.
-func MountStage(i int) string { return fmt.Sprintf("/run/virt-sandbox-mnt/%d", i) }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // TestSaveWhole: a Save that cannot be written to its end (here the file
@@ -15,9 +17,9 @@ import (
 // as it was, and no temporary file; a Save that works replaces it.
 func TestSaveWhole(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, FileName)
+	p := filepath.Join(dir, guest.ConfigFile)
 	old := &Sandbox{Name: "old", Command: Command{Argv: []string{"/bin/true"}}}
-	if err := old.Save(p); err != nil {
+	if err := old.Save(p, nil); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(p)
@@ -34,7 +36,7 @@ func TestSaveWhole(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
 		t.Fatal(err)
 	}
-	err := big.Save(p)
+	err := big.Save(p, nil)
 	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim)
 	if !errors.Is(err, syscall.EFBIG) || !strings.HasPrefix(err.Error(), "write "+p+": ") {
 		t.Errorf("Save() beyond the size limit = %v, want a write error naming %s", err, p)
@@ -46,7 +48,7 @@ func TestSaveWhole(t *testing.T) {
 		t.Errorf("%s holds %d files, want the config only", dir, len(ents))
 	}
 
-	if err := big.Save(p); err != nil {
+	if err := big.Save(p, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := Load(p)

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // nameRE keeps names usable as libvirt domain names and as directory names
@@ -320,7 +322,7 @@ func (s *Sandbox) validateKernel() error {
 		return fmt.Errorf("kernel.virt_type %q: unknown (want kvm, qemu or empty for automatic)", k.VirtType)
 	}
 	switch k.ShareFS {
-	case "", NinePShares, VirtiofsShares:
+	case "", guest.NinePShares, guest.VirtiofsShares:
 	default:
 		return fmt.Errorf("kernel.share_fs %q: unknown (want 9p, virtiofs or empty for automatic)", k.ShareFS)
 	}
@@ -358,7 +360,7 @@ const NotWritable = "not in a writable place (the sandbox's own /tmp, /dev/shm o
 // sandbox's own /tmp, /dev/shm and /run; outside them, the root.
 func (s *Sandbox) Writable(p string) bool {
 	target, writable := "/", s.WritableRoot
-	for _, d := range PrivateDirs {
+	for _, d := range guest.PrivateDirs {
 		if strings.HasPrefix(p, d+"/") && len(d) > len(target) {
 			target, writable = d, true
 		}

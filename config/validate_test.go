@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // validSandbox is the smallest config Validate accepts.
@@ -182,7 +184,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	first := filepath.Join(dir, "first.json")
 	second := filepath.Join(dir, "second.json")
 
-	if err := want.Save(first); err != nil {
+	if err := want.Save(first, nil); err != nil {
 		t.Fatalf("Save(%q) = %v, want nil", first, err)
 	}
 	got, err := Load(first)
@@ -192,7 +194,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(%q) = %+v, want %+v", first, got, want)
 	}
-	if err := got.Save(second); err != nil {
+	if err := got.Save(second, nil); err != nil {
 		t.Fatalf("Save(%q) = %v, want nil", second, err)
 	}
 	b1, err := os.ReadFile(first)
@@ -212,8 +214,8 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 // Load would refuse.
 func TestSaveSetsVersion(t *testing.T) {
 	s := validSandbox()
-	p := filepath.Join(t.TempDir(), FileName)
-	if err := s.Save(p); err != nil {
+	p := filepath.Join(t.TempDir(), guest.ConfigFile)
+	if err := s.Save(p, nil); err != nil {
 		t.Fatalf("Save(%q) = %v, want nil", p, err)
 	}
 	if s.Version != 0 {
@@ -247,7 +249,7 @@ func TestDecode(t *testing.T) {
 		in      string
 		wantErr string
 	}{
-		{in: `{"version": 2, "name": "demo"}`, wantErr: "schema version 2"},
+		{in: `{"version": 3, "name": "demo"}`, wantErr: "schema version 3, this build reads versions 1 to 2"},
 		{in: `{"version": 0, "name": "demo"}`, wantErr: "schema version 0"},
 		{in: `{"name": "demo"}`, wantErr: "schema version 0"},
 		{in: `{"version": "1"}`, wantErr: "version"},
@@ -294,22 +296,61 @@ func TestWritable(t *testing.T) {
 	}
 }
 
-func TestIDMapHostIDs(t *testing.T) {
-	m := &IDMap{
-		UIDs: []IDRange{{Inside: 0, Outside: 100000, Count: 1000}, {Inside: 1000, Outside: 1000, Count: 1}},
-		GIDs: []IDRange{{Inside: 0, Outside: 200000, Count: 10}},
+// TestRunRoundTrip: what the launcher resolved reaches the init beside the
+// user's config, and the launcher's own Load leaves it out.
+func TestRunRoundTrip(t *testing.T) {
+	s := fullSandbox()
+	res := &guest.Resolved{
+		IDMap:       &guest.IDMap{UIDs: []guest.IDRange{{Inside: 0, Outside: 100000, Count: 65536}}, GIDs: []guest.IDRange{{Inside: 0, Outside: 100000, Count: 65536}}},
+		MountFS:     map[int]string{1: "ext4"},
+		DiskDevices: map[int]string{0: "/dev/loop7"},
 	}
-	for _, tt := range []struct{ uid, wantUID, gid, wantGID int }{
-		{0, 100000, 0, 200000},
-		{999, 100999, 9, 200009},
-		{1000, 1000, 10, -1},
-		{1001, -1, -1, -1},
+	p := filepath.Join(t.TempDir(), guest.ConfigFile)
+	if err := s.Save(p, res); err != nil {
+		t.Fatal(err)
+	}
+	r, err := LoadRun(p)
+	if err != nil {
+		t.Fatalf("LoadRun(%q) = %v", p, err)
+	}
+	want := *s
+	want.Version = Version
+	if !reflect.DeepEqual(r.Sandbox, want) || !reflect.DeepEqual(r.Resolved, *res) {
+		t.Errorf("LoadRun(%q) = %+v, want %+v and %+v", p, r, want, *res)
+	}
+	got, err := Load(p)
+	if err != nil || !reflect.DeepEqual(*got, want) {
+		t.Errorf("Load(%q) = %+v, %v, want the user's config %+v", p, got, err, want)
+	}
+}
+
+// TestLoadVersions: the launcher reads the user's config of a version 1
+// file (a service made by an older build), the init only this version's.
+func TestLoadVersions(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		file         string
+		wantLoad     bool
+		wantRunError string
+	}{
+		{file: `{"version": 1, "name": "old", "identity": {"uid": 0, "gid": 0, "idmap": {"uids": [], "gids": []}}}`, wantLoad: true, wantRunError: "schema version 1, this build reads version 2"},
+		{file: `{"version": 2, "name": "new", "resolved": {"mount_fs": {"0": "xfs"}}}`, wantLoad: true},
+		{file: `{"version": 3, "name": "newer"}`, wantRunError: "schema version 3"},
 	} {
-		if got := m.HostUID(tt.uid); got != tt.wantUID {
-			t.Errorf("HostUID(%d) = %d, want %d", tt.uid, got, tt.wantUID)
+		p := filepath.Join(dir, "sandbox.json")
+		if err := os.WriteFile(p, []byte(tt.file), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		if got := m.HostGID(tt.gid); got != tt.wantGID {
-			t.Errorf("HostGID(%d) = %d, want %d", tt.gid, got, tt.wantGID)
+		if _, err := Load(p); (err == nil) != tt.wantLoad {
+			t.Errorf("Load(%s) = %v, want success %v", tt.file, err, tt.wantLoad)
 		}
+		r, err := LoadRun(p)
+		if tt.wantRunError == "" {
+			if err != nil || r.Resolved.MountFS[0] != "xfs" {
+				t.Errorf("LoadRun(%s) = %+v, %v, want mount 0 of xfs", tt.file, r, err)
+			}
+			continue
+		}
+		checkErr(t, "LoadRun("+tt.file+")", err, tt.wantRunError)
 	}
 }

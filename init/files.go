@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // mountShares puts the sources of a QEMU sandbox's mounts on their stages:
@@ -20,7 +21,7 @@ import (
 // from libvirt.
 func mountShares(b *boot) error {
 	if b.cfg.Service != nil && !filesOnChannel() {
-		if err := mountAll([]mount{{config.LogTag, config.GuestLog, "9p", 0, ninePOpts}}); err != nil {
+		if err := mountAll([]mount{{guest.LogTag, guest.Log, "9p", 0, ninePOpts}}); err != nil {
 			return err
 		}
 	}
@@ -32,13 +33,13 @@ func mountShares(b *boot) error {
 		var mnt mount
 		switch m.Type {
 		case config.HostBind:
-			mnt = hostShare(config.MountTag(i), config.MountStage(i), flags, "")
+			mnt = hostShare(guest.MountTag(i), guest.MountStage(i), flags, "")
 		case config.HostImage:
-			dev, err := blockDevice(config.MountTag(i))
+			dev, err := blockDevice(guest.MountTag(i))
 			if err != nil {
 				return err
 			}
-			mnt = mount{dev, config.MountStage(i), m.FSType, flags, ""}
+			mnt = mount{dev, guest.MountStage(i), b.resolved.MountFS[i], flags, ""}
 		default:
 			continue
 		}
@@ -87,7 +88,7 @@ func setupFiles(b *boot) error {
 	mounts := append([]config.Mount(nil), cfg.Mounts...)
 	stages := make(map[string]string, len(mounts))
 	for i, m := range cfg.Mounts {
-		stages[m.Target] = config.MountStage(i)
+		stages[m.Target] = guest.MountStage(i)
 	}
 	// Parents before what is mounted inside them.
 	sort.SliceStable(mounts, func(i, j int) bool {
@@ -115,7 +116,7 @@ func missingMountPoint(mounts []config.Mount) bool {
 	for _, m := range mounts {
 		inside := false
 		// The sandbox's own /tmp, /dev/shm and /run are tmpfs.
-		for _, d := range config.PrivateDirs {
+		for _, d := range guest.PrivateDirs {
 			inside = inside || strings.HasPrefix(m.Target, d+"/")
 		}
 		for _, o := range mounts {
@@ -187,7 +188,7 @@ func overlay(lower, base string) (string, error) {
 // made, unless the root is to be writable).
 func completeRoot(dir, base string) (string, bool, error) {
 	var missing []string
-	for _, d := range config.RootMountPoints {
+	for _, d := range guest.RootMountPoints {
 		if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
 			missing = append(missing, d)
 		}
@@ -218,7 +219,7 @@ func copyIncludes(b *boot) error {
 	if err != nil {
 		return err
 	}
-	src := inRun(filepath.Join(config.GuestDir, config.GuestIncludes))
+	src := inRun(filepath.Join(guest.Dir, guest.Includes))
 	fsys := b.ownRun.FS()
 	return fs.WalkDir(fsys, src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -247,7 +248,7 @@ func copyIncludes(b *boot) error {
 		if err != nil {
 			return fmt.Errorf("include %s: %w", dst, err)
 		}
-		uid, gid := hostOwner(id, b.cfg.Identity.IDMap)
+		uid, gid := hostOwner(id, b.resolved.IDMap)
 		return os.Lchown(dst, uid, gid)
 	})
 }
@@ -279,8 +280,8 @@ func tagDisks(b *boot) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, d := range b.cfg.Disks {
-		dev := d.Device
+	for i, d := range b.cfg.Disks {
+		dev := b.resolved.DiskDevices[i]
 		if dev == "" {
 			var err error
 			if dev, err = blockDevice(d.Tag); err != nil {
@@ -293,7 +294,7 @@ func tagDisks(b *boot) error {
 		// The disk is the sandbox's root's to read and write, also
 		// when that is a user namespace's root (the namespace cannot
 		// mount it: that takes the host's root).
-		if m := b.cfg.Identity.IDMap; m != nil {
+		if m := b.resolved.IDMap; m != nil {
 			if err := os.Chown(dev, m.HostUID(0), m.HostGID(0)); err != nil {
 				return fmt.Errorf("--disk %s: %w", d.Tag, err)
 			}

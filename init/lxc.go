@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
@@ -53,27 +53,27 @@ func openLXCChannel(i int) (*os.File, error) {
 // files of root are its root's): the stage is replaced by an idmapped
 // mount of it.
 func enterCustomRoot(b *boot) error {
-	if _, err := os.Stat(config.GuestRoot); err != nil {
+	if _, err := os.Stat(guest.Root); err != nil {
 		return nil
 	}
-	if m := b.cfg.Identity.IDMap; m != nil {
-		if err := idmapMount(config.GuestRoot, m); err != nil {
+	if m := b.resolved.IDMap; m != nil {
+		if err := idmapMount(guest.Root, m); err != nil {
 			return fmt.Errorf("mapping the root's ids to the user namespace's: %w", err)
 		}
 	}
-	root, overlaid, err := completeRoot(config.GuestRoot, "/tmp")
+	root, overlaid, err := completeRoot(guest.Root, "/tmp")
 	if err != nil {
 		return err
 	}
 	b.overlaid = overlaid
 	if overlaid {
 		// The overlay holds its own reference to the stage.
-		if err := unix.Unmount(config.GuestRoot, unix.MNT_DETACH); err != nil {
+		if err := unix.Unmount(guest.Root, unix.MNT_DETACH); err != nil {
 			return fmt.Errorf("detaching the root's stage: %w", err)
 		}
 		return switchRoot(root)
 	}
-	if err := unix.Mount(config.GuestRoot, "/tmp", "", unix.MS_MOVE, ""); err != nil {
+	if err := unix.Mount(guest.Root, "/tmp", "", unix.MS_MOVE, ""); err != nil {
 		return fmt.Errorf("moving the root out of /run: %w", err)
 	}
 	return switchRoot("/tmp")

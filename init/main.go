@@ -16,12 +16,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
 // boot is the state the steps build up.
 type boot struct {
 	cfg *config.Sandbox
+	// resolved is what the launcher found out or set up for the run,
+	// saved beside cfg.
+	resolved guest.Resolved
 	// channel is app channel 0, where a one-shot run speaks; a service's
 	// sandbox has more, each carrying one session at a time.
 	channel *os.File
@@ -65,8 +69,8 @@ func main() {
 	// directory with the program's credentials keeps them, and ptrace
 	// judges by the first thread's, which that may be (tests/escape).
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
-	b := &boot{start: time.Now(), debug: os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1"}
-	if len(os.Args) > 1 && os.Args[1] == "lxc" {
+	b := &boot{start: time.Now(), debug: os.Getenv(guest.DebugEnv) == "1"}
+	if len(os.Args) > 1 && os.Args[1] == guest.LXCArg {
 		b.openChannel = openLXCChannel
 		os.Exit(b.run(lxcSteps))
 	}
@@ -133,18 +137,18 @@ func loadConfig(b *boot) error {
 			return err
 		}
 	}
-	cfg, err := config.Load(config.GuestDir + "/" + config.FileName)
+	run, err := config.LoadRun(guest.Dir + "/" + guest.ConfigFile)
 	if err != nil {
 		return err
 	}
-	b.cfg = cfg
-	b.debug = b.debug || cfg.Debug
+	b.cfg, b.resolved = &run.Sandbox, run.Resolved
+	b.debug = b.debug || b.cfg.Debug
 	return nil
 }
 
 // filesOnChannel tells that the launcher sends the run's files on the
 // channel: the sandbox is on a remote host and has no config share.
-func filesOnChannel() bool { return os.Getenv(config.FilesEnv) == config.FilesOnChannel }
+func filesOnChannel() bool { return os.Getenv(guest.FilesEnv) == guest.FilesOnChannel }
 
 // receiveFiles waits for the launcher on the app channel and takes the
 // run's files from it, into the sandbox's own /run where the config share
@@ -160,10 +164,10 @@ func receiveFiles(b *boot) error {
 	if files == nil {
 		return errors.New("the launcher sent no files: the init and the launcher are of different builds")
 	}
-	if err := os.MkdirAll(config.GuestDir, 0o700); err != nil {
+	if err := os.MkdirAll(guest.Dir, 0o700); err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(config.GuestDir)
+	root, err := os.OpenRoot(guest.Dir)
 	if err != nil {
 		return err
 	}

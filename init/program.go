@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -42,7 +43,7 @@ func runProgram(b *boot) error {
 // relay starts argv as the configured identity, on a terminal or pipes as
 // the host asked, and relays it over g until wait says it ended.
 func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.Status) error {
-	cmd, err := command(b.cfg, argv)
+	cmd, err := command(b.cfg, b.resolved.IDMap, argv)
 	if err != nil {
 		return err
 	}
@@ -66,7 +67,7 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		return execFailure(cmd.program, err)
 	}
 	b.logf("program: started %s as pid %d in %v", cmd.program, cmd.Process.Pid, time.Since(t).Round(time.Microsecond))
-	if m := b.cfg.Identity.IDMap; m != nil {
+	if m := b.resolved.IDMap; m != nil {
 		b.logf("program: in a user namespace mapping uids %v and gids %v (inside, host, count)", m.UIDs, m.GIDs)
 	}
 	p.Wait = func() console.Status { return wait(cmd.Process.Pid) }
@@ -127,8 +128,8 @@ func (l *launch) startOnThread() error {
 }
 
 // command prepares a process of the program's identity, environment and
-// directory for argv.
-func command(cfg *config.Sandbox, argv []string) (*launch, error) {
+// directory for argv, in a user namespace of idmap when it is not nil.
+func command(cfg *config.Sandbox, idmap *guest.IDMap, argv []string) (*launch, error) {
 	id, err := resolveIdentity(cfg.Identity)
 	if err != nil {
 		return nil, err
@@ -148,8 +149,8 @@ func command(cfg *config.Sandbox, argv []string) (*launch, error) {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(id.UID), Gid: uint32(id.GID), Groups: groups}
 	}
 	l := &launch{Cmd: cmd, program: path, dir: cmd.Dir, id: id, unprivileged: !cfg.Identity.Privileged}
-	if m := cfg.Identity.IDMap; m != nil {
-		return l, inUserNS(l, m, cfg.Identity.Privileged)
+	if idmap != nil {
+		return l, inUserNS(l, idmap, cfg.Identity.Privileged)
 	}
 	if cmd.Dir != "" {
 		if err := canEnter(cmd.Dir, id, cfg.Identity.Privileged); err != nil {
@@ -369,7 +370,7 @@ func startPipes(cmd *launch) (console.Program, error) {
 // the config share, reached through the sandbox's own /run: a user's mount
 // over /run may hide the share's path.
 func receiveStdio(b *boot, name string) ([3]*os.File, error) {
-	dir, err := b.ownRun.OpenFile(inRun(config.GuestDir), unix.O_PATH, 0)
+	dir, err := b.ownRun.OpenFile(inRun(guest.Dir), unix.O_PATH, 0)
 	if err != nil {
 		return [3]*os.File{}, err
 	}

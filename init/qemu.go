@@ -5,19 +5,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
-
-const modulesDir = "/modules"
 
 // qemuSteps boot a QEMU sandbox from the initramfs to the program.
 var qemuSteps = []step{
@@ -57,7 +54,8 @@ func mountKernelFS(b *boot) error {
 
 // loadModules loads what the launcher put in the initramfs, in its order.
 func loadModules(b *boot) error {
-	entries, err := os.ReadDir(modulesDir)
+	dir := "/" + guest.ModulesDir
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -65,19 +63,21 @@ func loadModules(b *boot) error {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	sort.Strings(names)
-	for _, n := range names {
+	mods, err := guest.Modules(names)
+	if err != nil {
+		return err
+	}
+	for _, m := range mods {
 		t := time.Now()
-		image, err := kmod.ReadModule(filepath.Join(modulesDir, n))
+		image, err := kmod.ReadModule(filepath.Join(dir, m.Entry))
 		if err != nil {
 			return err
 		}
-		_, file, _ := strings.Cut(n, "-")
-		name := kmod.Name(file)
+		name := kmod.Name(m.File)
 		if err := kmod.Load(name, image, ""); err != nil {
 			return err
 		}
-		comp := kmod.Compression(file)
+		comp := kmod.Compression(m.File)
 		if comp == "" {
 			comp = "uncompressed"
 		}
@@ -92,10 +92,10 @@ func loadModules(b *boot) error {
 // a 9p export mounted), and restores it for each run. The host's time and
 // entropy then make the restored machine a machine of now, and of its own.
 func awaitRun(b *boot) error {
-	if os.Getenv("LIBVIRT_SANDBOX_TEMPLATE") != "1" {
+	if os.Getenv(guest.TemplateEnv) != "1" {
 		return nil
 	}
-	port, err := openVirtioPort(config.RunChannel, time.Now().Add(10*time.Second))
+	port, err := openVirtioPort(guest.RunChannel, time.Now().Add(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func addEntropy(seed []byte) error {
 // name in sysfs, as udev would; ports show up a little after the driver
 // loads.
 func openVirtioChannel(i int) (*os.File, error) {
-	return openVirtioPort(config.AppChannelName(i), time.Now().Add(deviceWait))
+	return openVirtioPort(guest.AppChannelName(i), time.Now().Add(deviceWait))
 }
 
 // openVirtioPort opens the virtio-serial port named name, waiting until
@@ -228,10 +228,10 @@ func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 const ninePOpts = "trans=virtio,version=9p2000.L,msize=512000"
 
 // hostShare is the mount of the host share tag on target, by the way the
-// launcher shares host directories (config.SharesArg). ninePCache is the
+// launcher shares host directories (guest.SharesEnv). ninePCache is the
 // cache option of a 9p mount.
 func hostShare(tag, target string, flags uintptr, ninePCache string) mount {
-	if os.Getenv(config.SharesArg) == config.VirtiofsShares {
+	if os.Getenv(guest.SharesEnv) == guest.VirtiofsShares {
 		return mount{tag, target, "virtiofs", flags, ""}
 	}
 	data := ninePOpts
@@ -260,7 +260,7 @@ func mountRoot(b *boot) error {
 	b.newRoot, b.overlaid = root, overlaid
 	mounts := []mount{{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}
 	if !filesOnChannel() {
-		mounts = append(mounts, mount{config.ConfigTag, root + config.GuestDir, "9p", unix.MS_RDONLY, ninePOpts})
+		mounts = append(mounts, mount{guest.ConfigTag, root + guest.Dir, "9p", unix.MS_RDONLY, ninePOpts})
 	}
 	return mountAll(mounts)
 }
@@ -268,11 +268,11 @@ func mountRoot(b *boot) error {
 // rootMount mounts the root share, or the root image's disk when the
 // launcher says the root is one.
 func rootMount(at string) (mount, error) {
-	fstype := os.Getenv(config.RootFSEnv)
+	fstype := os.Getenv(guest.RootFSEnv)
 	if fstype == "" {
-		return hostShare(config.RootTag, at, unix.MS_RDONLY, "loose"), nil
+		return hostShare(guest.RootTag, at, unix.MS_RDONLY, "loose"), nil
 	}
-	dev, err := blockDevice(config.RootTag)
+	dev, err := blockDevice(guest.RootTag)
 	return mount{dev, at, fstype, unix.MS_RDONLY, ""}, err
 }
 

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -40,11 +41,11 @@ func runService(b *boot) error {
 	// A remote host's sandbox has no share: the log is kept in its /run,
 	// and sent to the launcher on request.
 	if filesOnChannel() {
-		if err := b.ownRun.MkdirAll(inRun(config.GuestLog), 0o755); err != nil {
+		if err := b.ownRun.MkdirAll(inRun(guest.Log), 0o755); err != nil {
 			return fmt.Errorf("service log: %w", err)
 		}
 	}
-	logFile, err := b.ownRun.OpenFile(inRun(filepath.Join(config.GuestLog, config.LogFile)), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	logFile, err := b.ownRun.OpenFile(inRun(filepath.Join(guest.Log, guest.LogFile)), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("service log: %w", err)
 	}
@@ -102,7 +103,7 @@ func (s *service) note(format string, args ...any) {
 
 // runOnce runs the program once on a fresh terminal and waits for it.
 func (s *service) runOnce() (console.Status, error) {
-	cmd, err := command(s.b.cfg, s.b.cfg.Command.Argv)
+	cmd, err := command(s.b.cfg, s.b.resolved.IDMap, s.b.cfg.Command.Argv)
 	if err != nil {
 		return console.Status{}, err
 	}
@@ -151,7 +152,7 @@ func (s *service) forwardConsoleInput() {
 // each app channel, on all of them at once.
 func (s *service) serveRequests() {
 	go s.serveChannel(s.b.channel, s.b.guest)
-	for i := 1; i < config.SessionChannels; i++ {
+	for i := 1; i < guest.SessionChannels; i++ {
 		ch, err := s.b.openChannel(i)
 		if err != nil {
 			// A service defined by an older build has fewer channels.
@@ -204,7 +205,7 @@ func (s *service) serveChannel(channel *os.File, boot *console.Guest) {
 // serveLog sends the program's log, and with follow what is appended to
 // it, until the host sends a signal.
 func (s *service) serveLog(g *console.Guest, follow bool) {
-	f, err := s.b.ownRun.Open(inRun(filepath.Join(config.GuestLog, config.LogFile)))
+	f, err := s.b.ownRun.Open(inRun(filepath.Join(guest.Log, guest.LogFile)))
 	if err != nil {
 		g.Fail(&console.Failed{Status: 125, Message: fmt.Sprintf("service log: %v", err)})
 		return

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // enterArg, as the init's first argument, makes it the stage that takes a
@@ -48,7 +48,7 @@ const stageStatusFD = 3
 // inUserNS makes cmd run the program through the stage in a user and mount
 // namespace of m's mapping. The stage changes to the working directory as
 // the program's user, so that failure is the directory's.
-func inUserNS(l *launch, m *config.IDMap, privileged bool) error {
+func inUserNS(l *launch, m *guest.IDMap, privileged bool) error {
 	cmd, id := l.Cmd, l.id
 	st := stage{Path: cmd.Path, UID: id.UID, GID: id.GID, Groups: mappedGroups(id.Groups, m), Dir: cmd.Dir, Privileged: privileged}
 	b, err := json.Marshal(st)
@@ -75,7 +75,7 @@ func inUserNS(l *launch, m *config.IDMap, privileged bool) error {
 	return nil
 }
 
-func idMappings(ranges []config.IDRange) []syscall.SysProcIDMap {
+func idMappings(ranges []guest.IDRange) []syscall.SysProcIDMap {
 	out := make([]syscall.SysProcIDMap, len(ranges))
 	for i, r := range ranges {
 		out[i] = syscall.SysProcIDMap{ContainerID: r.Inside, HostID: r.Outside, Size: r.Count}
@@ -84,7 +84,7 @@ func idMappings(ranges []config.IDRange) []syscall.SysProcIDMap {
 }
 
 // mappedGroups are the groups of groups that exist in the namespace.
-func mappedGroups(groups []int, m *config.IDMap) []int {
+func mappedGroups(groups []int, m *guest.IDMap) []int {
 	var out []int
 	for _, g := range groups {
 		if m.HostGID(g) >= 0 {
@@ -96,7 +96,7 @@ func mappedGroups(groups []int, m *config.IDMap) []int {
 
 // hostOwner is the host's uid and gid for the program's: what the init
 // gives it owns them inside.
-func hostOwner(id identity, m *config.IDMap) (uid, gid int) {
+func hostOwner(id identity, m *guest.IDMap) (uid, gid int) {
 	if m == nil {
 		return id.UID, id.GID
 	}
@@ -195,7 +195,7 @@ const holdArg = "hold"
 
 // idmapMount replaces the mount at dir by a copy of it whose files of ids
 // inside m's namespace show as the host's ids m maps them to.
-func idmapMount(dir string, m *config.IDMap) error {
+func idmapMount(dir string, m *guest.IDMap) error {
 	ns, err := userNSOf(m)
 	if err != nil {
 		return err
@@ -221,7 +221,7 @@ func idmapMount(dir string, m *config.IDMap) error {
 
 // userNSOf is a user namespace of mapping m, held by a child that ends
 // once the namespace is open.
-func userNSOf(m *config.IDMap) (*os.File, error) {
+func userNSOf(m *guest.IDMap) (*os.File, error) {
 	cmd := exec.Command("/proc/self/exe", holdArg)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  unix.CLONE_NEWUSER,

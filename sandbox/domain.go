@@ -8,6 +8,7 @@ import (
 	"runtime"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // baseDomain is what every sandbox domain has, whichever the driver.
@@ -46,7 +47,7 @@ func checkHost(cfg *config.Sandbox) error {
 	if cfg.Driver == config.LXC && k.MemoryMiB != 0 && k.MemoryMiB < minLXCMemoryMiB {
 		return fmt.Errorf("%w: --memory %dM: too small for a container to start (want at least %dM)", config.ErrInvalid, k.MemoryMiB, minLXCMemoryMiB)
 	}
-	if cfg.Driver == config.QEMU && cfg.Kernel.ShareFS == config.VirtiofsShares {
+	if cfg.Driver == config.QEMU && cfg.Kernel.ShareFS == guest.VirtiofsShares {
 		_, daemons := virtiofsDaemons()
 		if _, err := shareFS(cfg, os.Getuid(), daemons); err != nil {
 			return err

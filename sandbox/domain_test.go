@@ -18,6 +18,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // roundTrip marshals d and parses the XML back, so the tests check what
@@ -111,8 +112,8 @@ func TestLXCDomain(t *testing.T) {
 			if d.Type != "lxc" || d.Name != cfg.Name || d.UUID != cfg.UUID {
 				t.Errorf("lxcDriver.domain() = type %q, name %q, uuid %q, want lxc, %q, %q", d.Type, d.Name, d.UUID, cfg.Name, cfg.UUID)
 			}
-			if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "exe" || d.OS.Init != config.GuestInit || !reflect.DeepEqual(d.OS.InitArgs, []string{"lxc"}) {
-				t.Errorf("lxcDriver.domain().OS = %+v, want type exe, init %s, initarg lxc", d.OS, config.GuestInit)
+			if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "exe" || d.OS.Init != guest.Init || !reflect.DeepEqual(d.OS.InitArgs, []string{guest.LXCArg}) {
+				t.Errorf("lxcDriver.domain().OS = %+v, want type exe, init %s, initarg lxc", d.OS, guest.Init)
 			}
 			// Without privnet the container shares the host's network.
 			if d.Features == nil || d.Features.PrivNet == nil {
@@ -123,11 +124,11 @@ func TestLXCDomain(t *testing.T) {
 			want := []fsDesc{
 				{Mount: tt.wantRoot, Target: "/", ReadOnly: true},
 				{RAM: "64 MiB", Target: "/run"},
-				{Mount: r.stateDir, Target: config.GuestDir, ReadOnly: true},
-				{Mount: r.initPath, Target: config.GuestInit, ReadOnly: true},
+				{Mount: r.stateDir, Target: guest.Dir, ReadOnly: true},
+				{Mount: r.initPath, Target: guest.Init, ReadOnly: true},
 			}
 			if tt.root != "" {
-				want = append(want, fsDesc{Mount: tt.root, Target: config.GuestRoot, ReadOnly: true})
+				want = append(want, fsDesc{Mount: tt.root, Target: guest.Root, ReadOnly: true})
 			}
 			if d.Devices == nil {
 				t.Fatalf("lxcDriver.domain().Devices = nil, want filesystems and consoles")
@@ -490,8 +491,8 @@ func TestQEMUDomain(t *testing.T) {
 				wantRoot = "/"
 			}
 			wantFS := []fsDesc{
-				{Mount: wantRoot, Target: config.RootTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
-				{Mount: stateDir, Target: config.ConfigTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
+				{Mount: wantRoot, Target: guest.RootTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
+				{Mount: stateDir, Target: guest.ConfigTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
 			}
 			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
 				t.Errorf("qemuDriver.domain() filesystems = %+v, want %+v", got, wantFS)
@@ -509,8 +510,8 @@ func TestQEMUDomain(t *testing.T) {
 				t.Errorf("qemuDriver.domain() serial = %+v, want the file %s", s[0], logPath)
 			}
 			// OpenChannel only works on a UNIX socket.
-			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != config.AppChannel {
-				t.Errorf("qemuDriver.domain() channels = %+v, want one virtio channel %s on a UNIX socket", c, config.AppChannel)
+			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != guest.AppChannel {
+				t.Errorf("qemuDriver.domain() channels = %+v, want one virtio channel %s on a UNIX socket", c, guest.AppChannel)
 			}
 			if b := d.Devices.MemBalloon; b == nil || b.Model != "none" {
 				t.Errorf("qemuDriver.domain() memballoon = %+v, want model none", b)

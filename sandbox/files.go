@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/fsimage"
 )
 
@@ -17,13 +18,16 @@ import (
 // image formats and filesystems, include files staged in the state
 // directory. Errors name the option and the path.
 func (r *run) prepareFiles() error {
+	r.resolved = guest.Resolved{MountFS: map[int]string{}, DiskDevices: map[int]string{}}
 	if r.remote() {
 		return r.prepareRemoteFiles()
 	}
 	cfg := r.cfg
-	if err := completeUserNS(cfg); err != nil {
+	idmap, err := userNSMap(cfg)
+	if err != nil {
 		return err
 	}
+	r.resolved.IDMap = idmap
 	if cfg.Root != "" {
 		abs, err := filepath.Abs(cfg.Root)
 		if err != nil {
@@ -57,7 +61,7 @@ func (r *run) prepareFiles() error {
 // the init finds them in the config share or receives them on the channel.
 func (r *run) stageIncludes() error {
 	for _, inc := range r.cfg.Includes {
-		dst := filepath.Join(r.stateDir, config.GuestIncludes, inc.Guest)
+		dst := filepath.Join(r.stateDir, guest.Includes, inc.Guest)
 		if err := copyTree(inc.Host, dst); err != nil {
 			return fmt.Errorf("-i %s=%s: %w", inc.Guest, inc.Host, stateError(err))
 		}
@@ -72,7 +76,7 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 			// A fresh directory that goes with the state directory
 			// (a service's is made once and kept).
 			m.Source = filepath.Join(r.stateDir, fmt.Sprintf("mount-%d", i))
-			if err := os.MkdirAll(m.Source, 0o755); err != nil || r.cfg.Identity.IDMap == nil {
+			if err := os.MkdirAll(m.Source, 0o755); err != nil || r.resolved.IDMap == nil {
 				return err
 			}
 			// The program's ids in a user namespace are not the
@@ -94,7 +98,7 @@ func (r *run) prepareMount(i int, m *config.Mount) error {
 		if err != nil {
 			return err
 		}
-		m.FSType = t
+		r.resolved.MountFS[i] = t
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // lxcDriver runs sandboxes as libvirt LXC containers sharing the host kernel.
@@ -35,14 +36,14 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			fs = append(fs, bindFS(m.Source, config.MountStage(i), m.ReadOnly))
+			fs = append(fs, bindFS(m.Source, guest.MountStage(i), m.ReadOnly))
 		case config.HostImage:
 			if m.Format == "qcow2" {
 				if err := needNBD(); err != nil {
 					return nil, err
 				}
 			}
-			fs = append(fs, imageFS(m.Source, m.Format, config.MountStage(i), m.ReadOnly))
+			fs = append(fs, imageFS(m.Source, m.Format, guest.MountStage(i), m.ReadOnly))
 		}
 	}
 	var hostdevs []libvirtxml.DomainHostdev
@@ -60,7 +61,7 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 			return nil, fmt.Errorf("--disk %s: %w", d.Tag, err)
 		}
 		r.onCleanup(func() { f.Close() })
-		d.Device = dev
+		r.resolved.DiskDevices[i] = dev
 		hostdevs = append(hostdevs, libvirtxml.DomainHostdev{
 			CapsStorage: &libvirtxml.DomainHostdevCapsStorage{Source: &libvirtxml.DomainHostdevCapsStorageSource{Block: dev}},
 		})
@@ -73,17 +74,17 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		return nil, err
 	}
 	consoles := []libvirtxml.DomainConsole{pty()}
-	for range config.AppChannels(cfg) {
+	for range guest.AppChannels(cfg.Service != nil) {
 		consoles = append(consoles, pty())
 	}
 	d := baseDomain(cfg, "lxc", r.lxcMemoryMiB())
 	d.OS = &libvirtxml.DomainOS{
 		Type:     &libvirtxml.DomainOSType{Type: "exe"},
-		Init:     config.GuestInit,
-		InitArgs: []string{"lxc"},
+		Init:     guest.Init,
+		InitArgs: []string{guest.LXCArg},
 	}
 	if r.remote() {
-		d.OS.InitEnv = []libvirtxml.DomainOSInitEnv{{Name: config.FilesEnv, Value: config.FilesOnChannel}}
+		d.OS.InitEnv = []libvirtxml.DomainOSInitEnv{{Name: guest.FilesEnv, Value: guest.FilesOnChannel}}
 	}
 	// privnet: a network namespace of its own even without interfaces, so
 	// no network unless asked.
@@ -142,21 +143,21 @@ func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
 		},
 	}
 	if !r.remote() {
-		fs = append(fs, bindFS(r.stateDir, config.GuestDir, true))
+		fs = append(fs, bindFS(r.stateDir, guest.Dir, true))
 	}
-	fs = append(fs, bindFS(init, config.GuestInit, true))
+	fs = append(fs, bindFS(init, guest.Init, true))
 	if cfg.Root != "" {
-		fs = append(fs, bindFS(cfg.Root, config.GuestRoot, true))
+		fs = append(fs, bindFS(cfg.Root, guest.Root, true))
 	}
 	if cfg.RootImage != "" {
 		img, err := r.rootImage()
 		if err != nil {
 			return nil, err
 		}
-		fs = append(fs, imageFS(img, "raw", config.GuestRoot, true))
+		fs = append(fs, imageFS(img, "raw", guest.Root, true))
 	}
 	if cfg.Service != nil && !r.remote() {
-		fs = append(fs, bindFS(r.logDir, config.GuestLog, false))
+		fs = append(fs, bindFS(r.logDir, guest.Log, false))
 	}
 	return fs, nil
 }
@@ -219,7 +220,7 @@ func needNBD() error {
 // points libvirt and the init use.
 func skeletonRoot(stateDir string) (string, error) {
 	skel := filepath.Join(stateDir, "skeleton")
-	for _, d := range config.RootMountPoints {
+	for _, d := range guest.RootMountPoints {
 		if err := os.MkdirAll(filepath.Join(skel, d), 0o755); err != nil {
 			return "", err
 		}

@@ -14,6 +14,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/initrd"
@@ -103,10 +104,11 @@ func writableShare(src, tag string) libvirtxml.DomainFilesystem {
 }
 
 // modulesFor chooses the modules the config needs, so a plain sandbox
-// loads only the base set. fs is how host directories are shared.
-func modulesFor(cfg *config.Sandbox, fs string) []string {
+// loads only the base set. mountFS holds the filesystems of the host-image
+// mounts; fs is how host directories are shared.
+func modulesFor(cfg *config.Sandbox, mountFS map[int]string, fs string) []string {
 	mods := append([]string(nil), baseModules...)
-	if fs == config.VirtiofsShares {
+	if fs == guest.VirtiofsShares {
 		mods = append(mods, "virtiofs")
 	}
 	if len(cfg.Mounts) > 0 || cfg.WritableRoot || cfg.Root != "" || cfg.RootImage != "" {
@@ -116,12 +118,12 @@ func modulesFor(cfg *config.Sandbox, fs string) []string {
 	}
 	blk := len(cfg.Disks) > 0 || cfg.RootImage != ""
 	if cfg.RootImage != "" {
-		mods = append(mods, fsModules[config.RootImageFS]...)
+		mods = append(mods, fsModules[guest.RootImageFS]...)
 	}
-	for _, m := range cfg.Mounts {
+	for i, m := range cfg.Mounts {
 		if m.Type == config.HostImage {
 			blk = true
-			mods = append(mods, fsModules[m.FSType]...)
+			mods = append(mods, fsModules[mountFS[i]]...)
 		}
 	}
 	if len(cfg.Disks) > 0 {
@@ -157,7 +159,7 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		Initrd:  initrdPath,
 		Cmdline: strings.Join(kernelCmdline(cfg, r.remote(), host.fs), " "),
 	}
-	if host.fs == config.VirtiofsShares {
+	if host.fs == guest.VirtiofsShares {
 		d.MemoryBacking = sharedMemory()
 	}
 	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
@@ -203,7 +205,7 @@ func (r *run) bootFiles() (kernel, initrdPath string, host shares, err error) {
 	if host, err = r.hostShares(tree); err != nil {
 		return "", "", host, err
 	}
-	mods, err := tree.Resolve(modulesFor(r.cfg, host.fs)...)
+	mods, err := tree.Resolve(modulesFor(r.cfg, r.resolved.MountFS, host.fs)...)
 	if err != nil {
 		return "", "", host, fmt.Errorf("kernel modules of %s: %w", kern.version, err)
 	}
@@ -249,17 +251,17 @@ func (r *run) hostShares(tree *kmod.Tree) (shares, error) {
 // kernelCmdline is the guest kernel's command line; arguments of the form
 // KEY=VALUE the kernel does not know reach the init as its environment.
 func kernelCmdline(cfg *config.Sandbox, remote bool, fs string) []string {
-	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init", config.SharesArg + "=" + fs}, fastBoot...)
+	cmdline := append([]string{"console=ttyS0", "panic=-1", "rdinit=/init", guest.SharesEnv + "=" + fs}, fastBoot...)
 	if cfg.Debug {
-		cmdline = append(cmdline, "LIBVIRT_SANDBOX_INIT_DEBUG=1")
+		cmdline = append(cmdline, guest.DebugEnv+"=1")
 	} else {
 		cmdline = append(cmdline, "quiet", "loglevel=1")
 	}
 	if remote {
-		cmdline = append(cmdline, config.FilesEnv+"="+config.FilesOnChannel)
+		cmdline = append(cmdline, guest.FilesEnv+"="+guest.FilesOnChannel)
 	}
 	if cfg.RootImage != "" {
-		cmdline = append(cmdline, config.RootFSEnv+"="+config.RootImageFS)
+		cmdline = append(cmdline, guest.RootFSEnv+"="+guest.RootImageFS)
 	}
 	if cfg.Kernel.Cmdline != "" {
 		cmdline = append(cmdline, cfg.Kernel.Cmdline)
@@ -298,12 +300,12 @@ func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 	}
 	var filesystems []libvirtxml.DomainFilesystem
 	if cfg.RootImage == "" {
-		filesystems = append(filesystems, host.share(root, config.RootTag, true, true))
+		filesystems = append(filesystems, host.share(root, guest.RootTag, true, true))
 	}
 	if !r.remote() {
 		// The config share is read once, and stays 9p: a virtiofsd
 		// costs boot time.
-		filesystems = append(filesystems, ninePShare(r.stateDir, config.ConfigTag, true))
+		filesystems = append(filesystems, ninePShare(r.stateDir, guest.ConfigTag, true))
 	}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
@@ -324,21 +326,21 @@ func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 		if err != nil {
 			return nil, err
 		}
-		blk(img, "raw", config.RootTag, true)
+		blk(img, "raw", guest.RootTag, true)
 	}
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			filesystems = append(filesystems, host.share(m.Source, config.MountTag(i), m.ReadOnly, false))
+			filesystems = append(filesystems, host.share(m.Source, guest.MountTag(i), m.ReadOnly, false))
 		case config.HostImage:
-			blk(m.Source, m.Format, config.MountTag(i), m.ReadOnly)
+			blk(m.Source, m.Format, guest.MountTag(i), m.ReadOnly)
 		}
 	}
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
 	}
 	if cfg.Service != nil && !r.remote() {
-		filesystems = append(filesystems, writableShare(r.logDir, config.LogTag))
+		filesystems = append(filesystems, writableShare(r.logDir, guest.LogTag))
 	}
 	ifaces, err := r.interfaces("virtio")
 	if err != nil {
@@ -369,14 +371,14 @@ func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 // picks its own, and the launcher goes through libvirt.
 func appChannels(cfg *config.Sandbox, stateDir string, remote bool) []libvirtxml.DomainChannel {
 	var chans []libvirtxml.DomainChannel
-	for i := range config.AppChannels(cfg) {
+	for i := range guest.AppChannels(cfg.Service != nil) {
 		src := &libvirtxml.DomainChardevSourceUNIX{Mode: "bind"}
 		if !remote {
 			src.Path = appSocket(stateDir, i)
 		}
 		chans = append(chans, libvirtxml.DomainChannel{
 			Source: &libvirtxml.DomainChardevSource{UNIX: src},
-			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.AppChannelName(i)}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: guest.AppChannelName(i)}},
 		})
 	}
 	return chans
@@ -392,7 +394,7 @@ func appSocket(stateDir string, i int) string {
 }
 
 func (qemuDriver) openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error {
-	return dom.OpenChannel(config.AppChannelName(i), st, 0)
+	return dom.OpenChannel(guest.AppChannelName(i), st, 0)
 }
 
 func (qemuDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {

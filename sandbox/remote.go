@@ -20,6 +20,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
@@ -194,7 +195,7 @@ func HostImages(uri string) ([]string, error) {
 func (r *run) runFiles() io.Reader {
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(console.WriteTree(pw, r.stateDir, config.FileName, config.GuestIncludes))
+		pw.CloseWithError(console.WriteTree(pw, r.stateDir, guest.ConfigFile, guest.Includes))
 	}()
 	return pr
 }

@@ -22,6 +22,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
@@ -71,7 +72,10 @@ func driverFor(d config.Driver) (driver, error) {
 
 // run is one sandbox from start to cleanup.
 type run struct {
-	cfg      *config.Sandbox
+	cfg *config.Sandbox
+	// resolved is what prepareFiles and the driver found out or set up
+	// for the run, saved for the init beside cfg.
+	resolved guest.Resolved
 	drv      driver
 	io       IO
 	conn     *libvirt.Connect
@@ -346,14 +350,14 @@ func (r *run) start() error {
 	return nil
 }
 
-// domain builds the domain for the config and saves the config the driver
-// completed for the run into the config share.
+// domain builds the domain for the config and saves the config, with what
+// was resolved for the run, into the config share.
 func (r *run) domain() (*libvirtxml.Domain, error) {
 	d, err := r.drv.domain(r.cfg, r)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.cfg.Save(filepath.Join(r.stateDir, config.FileName)); err != nil {
+	if err := r.cfg.Save(filepath.Join(r.stateDir, guest.ConfigFile), &r.resolved); err != nil {
 		return nil, stateError(err)
 	}
 	return d, nil
@@ -461,7 +465,7 @@ type channel interface {
 // lock per channel in the service's directory while they run: libvirt's
 // LXC driver lets any number of clients open one console.
 func (r *run) openChannel() (channel, int, error) {
-	n := config.AppChannels(r.cfg)
+	n := guest.AppChannels(r.cfg.Service != nil)
 	if n == 1 || (r.request != nil && r.request.Boot) {
 		// A remote service's init takes its files on the first
 		// channel, before it serves sessions.
@@ -601,7 +605,7 @@ func lastLine(path string) string {
 // environment, which may be secrets, and nothing reads it again.
 func (r *run) forgetConfig() {
 	if r.cfg.Service == nil {
-		os.Remove(filepath.Join(r.stateDir, config.FileName))
+		os.Remove(filepath.Join(r.stateDir, guest.ConfigFile))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
@@ -35,7 +36,7 @@ func servicesDir() string { return hostdirs.Services() }
 func LogDir(name string) string { return filepath.Join(hostdirs.Logs(), name) }
 
 // LogPath is the file holding a service's program output.
-func LogPath(name string) string { return filepath.Join(LogDir(name), config.LogFile) }
+func LogPath(name string) string { return filepath.Join(LogDir(name), guest.LogFile) }
 
 func serviceDir(name string) string { return filepath.Join(servicesDir(), name) }
 
@@ -122,7 +123,7 @@ func (r *run) define() error {
 
 // openService loads a service's config and finds its domain.
 func openService(name string) (*run, error) {
-	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
+	cfg, err := config.Load(filepath.Join(serviceDir(name), guest.ConfigFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("service %q: %w", name, errNoService)
@@ -171,6 +172,10 @@ func Start(name string) error {
 		r.resync()
 		if active, err := r.isActive(); err != nil || active {
 			return cmp.Or(err, fmt.Errorf("service %q is already running", name))
+		}
+		if r.cfg.Version != config.Version {
+			// Its init would refuse the config, where nobody sees it.
+			return fmt.Errorf("service %q: its config is of schema version %d, made by an older build: run virt-sandbox-service upgrade %s first", name, r.cfg.Version, name)
 		}
 		if err := r.dom.Create(); err != nil {
 			return libvirtError(fmt.Sprintf("starting service %q", name), err)
@@ -318,11 +323,11 @@ func Connect(name string, stdio IO) error {
 func Upgrade(name string) error {
 	return withService(name, func(r *run) error {
 		if err := r.cfg.Validate(); err != nil {
-			return fmt.Errorf("service %q: %s: %w", name, filepath.Join(r.stateDir, config.FileName), err)
+			return fmt.Errorf("service %q: %s: %w", name, filepath.Join(r.stateDir, guest.ConfigFile), err)
 		}
 		// A hand edit is prepared exactly as create prepares a config:
 		// image formats and filesystems found, include files staged anew.
-		if err := os.RemoveAll(filepath.Join(r.stateDir, config.GuestIncludes)); err != nil {
+		if err := os.RemoveAll(filepath.Join(r.stateDir, guest.Includes)); err != nil {
 			return err
 		}
 		if err := r.prepareFiles(); err != nil {
@@ -523,7 +528,7 @@ func remoteLogs(ctx context.Context, name string, follow bool, w io.Writer) erro
 
 // ServiceConfig returns a service's saved config.
 func ServiceConfig(name string) (*config.Sandbox, error) {
-	cfg, err := config.Load(filepath.Join(serviceDir(name), config.FileName))
+	cfg, err := config.Load(filepath.Join(serviceDir(name), guest.ConfigFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("service %q: %w", name, errNoService)
 	}

@@ -16,6 +16,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/lru"
 )
@@ -38,7 +39,7 @@ const maxTemplateSlots = 8
 
 // templateTag ends a template's kernel command line: its init waits for
 // the run (init: awaitRun).
-const templateTag = "LIBVIRT_SANDBOX_TEMPLATE=1"
+const templateTag = guest.TemplateEnv + "=1"
 
 // runSocket is where QEMU listens for the run channel of a machine whose
 // state directory is stateDir.
@@ -91,7 +92,7 @@ func asTemplate(d *libvirtxml.Domain, stateDir string) (*libvirtxml.Domain, erro
 	t.OS.Cmdline += " " + templateTag
 	t.Devices.Channels = append(t.Devices.Channels, libvirtxml.DomainChannel{
 		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: runSocket(stateDir)}},
-		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: config.RunChannel}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: guest.RunChannel}},
 	})
 	return t, nil
 }

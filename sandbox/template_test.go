@@ -8,6 +8,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // runDomain is a QEMU sandbox's machine as a run with state directory
@@ -18,7 +19,7 @@ func runDomain(name, uuid, stateDir, root string, memMiB uint) *libvirtxml.Domai
 		Memory: &libvirtxml.DomainMemory{Value: memMiB, Unit: "MiB"},
 		OS:     &libvirtxml.DomainOS{Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0"},
 		Devices: &libvirtxml.DomainDeviceList{
-			Filesystems: []libvirtxml.DomainFilesystem{ninePShare(root, config.RootTag, true), ninePShare(stateDir, config.ConfigTag, true)},
+			Filesystems: []libvirtxml.DomainFilesystem{ninePShare(root, guest.RootTag, true), ninePShare(stateDir, guest.ConfigTag, true)},
 			Serials: []libvirtxml.DomainSerial{{
 				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: stateDir + "/console.log"}},
 			}},
@@ -56,7 +57,7 @@ func TestTemplateKey(t *testing.T) {
 		}
 	}
 	shared := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "/", 512)
-	shared.Devices.Filesystems = append(shared.Devices.Filesystems, writableShare("/data", config.MountTag(0)))
+	shared.Devices.Filesystems = append(shared.Devices.Filesystems, writableShare("/data", guest.MountTag(0)))
 	if key(shared, "v1") == base {
 		t.Error("a machine with one more share has the same key")
 	}
@@ -76,7 +77,7 @@ func TestAsTemplate(t *testing.T) {
 		t.Fatalf("template has %d channels, want the run's %d and the run channel", len(chans), len(d.Devices.Channels))
 	}
 	last := chans[len(chans)-1]
-	if last.Target.VirtIO.Name != config.RunChannel || last.Source.UNIX.Path != "/run/s/run.sock" {
+	if last.Target.VirtIO.Name != guest.RunChannel || last.Source.UNIX.Path != "/run/s/run.sock" {
 		t.Errorf("run channel %s on %s", last.Target.VirtIO.Name, last.Source.UNIX.Path)
 	}
 }

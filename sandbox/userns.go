@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // userNSSize is how many ids a sandbox's user namespace maps: 0 to 65535,
@@ -27,19 +28,17 @@ var subUIDFile, subGIDFile = "/etc/subuid", "/etc/subgid"
 // idRange is one range of subordinate ids of the host.
 type idRange struct{ start, count int }
 
-// completeUserNS fills in the mapping of the program's user namespace
-// when the config asks for one: the caller's ranges of subordinate ids,
+// userNSMap is the mapping of the program's user namespace when the
+// config asks for one (nil otherwise): the caller's ranges of subordinate ids,
 // else the reserved ones, with the caller's own uid and gid (not root's)
 // mapped to themselves so that what the program writes to the caller's
 // directories stays the caller's.
-func completeUserNS(cfg *config.Sandbox) error {
-	id := &cfg.Identity
-	if id.UserNS != config.UserNSOn {
-		id.IDMap = nil
-		return nil
+func userNSMap(cfg *config.Sandbox) (*guest.IDMap, error) {
+	if cfg.Identity.UserNS != config.UserNSOn {
+		return nil, nil
 	}
 	if !isLocal(cfg.URI) {
-		return fmt.Errorf("--userns on: the ranges of ids come from this host's /etc/subuid and /etc/subgid, and %s is another host's: run with --userns off", cfg.URI)
+		return nil, fmt.Errorf("--userns on: the ranges of ids come from this host's /etc/subuid and /etc/subgid, and %s is another host's: run with --userns off", cfg.URI)
 	}
 	owners := []string{strconv.Itoa(os.Getuid())}
 	if u, err := user.Current(); err == nil {
@@ -48,14 +47,13 @@ func completeUserNS(cfg *config.Sandbox) error {
 	owners = append(owners, reservedIDsOwner)
 	uids, err := subordinateIDs(subUIDFile, owners)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gids, err := subordinateIDs(subGIDFile, owners)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	id.IDMap = &config.IDMap{UIDs: keepID(os.Getuid(), uids), GIDs: keepID(os.Getgid(), gids)}
-	return nil
+	return &guest.IDMap{UIDs: keepID(os.Getuid(), uids), GIDs: keepID(os.Getgid(), gids)}, nil
 }
 
 // subordinateIDs is the first range of at least userNSSize ids in file
@@ -95,14 +93,14 @@ func rangeOf(content, owner string) (idRange, bool) {
 // keepID maps ids 0 to userNSSize-1 onto r, but for the caller's own id,
 // which stays itself unless it is root's: root inside is never root
 // outside.
-func keepID(caller int, r idRange) []config.IDRange {
+func keepID(caller int, r idRange) []guest.IDRange {
 	switch {
 	case caller == 0:
-		return []config.IDRange{{Inside: 0, Outside: r.start, Count: r.count}}
+		return []guest.IDRange{{Inside: 0, Outside: r.start, Count: r.count}}
 	case caller >= r.count:
-		return []config.IDRange{{Inside: 0, Outside: r.start, Count: r.count}, {Inside: caller, Outside: caller, Count: 1}}
+		return []guest.IDRange{{Inside: 0, Outside: r.start, Count: r.count}, {Inside: caller, Outside: caller, Count: 1}}
 	}
-	return []config.IDRange{
+	return []guest.IDRange{
 		{Inside: 0, Outside: r.start, Count: caller},
 		{Inside: caller, Outside: caller, Count: 1},
 		{Inside: caller + 1, Outside: r.start + caller, Count: r.count - caller - 1},

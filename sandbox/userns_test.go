@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 func TestRangeOf(t *testing.T) {
@@ -57,16 +58,16 @@ func TestKeepID(t *testing.T) {
 	r := idRange{100000, 65536}
 	for _, tt := range []struct {
 		caller int
-		want   []config.IDRange
+		want   []guest.IDRange
 	}{
 		// Root inside is never root outside.
-		{0, []config.IDRange{{Inside: 0, Outside: 100000, Count: 65536}}},
-		{1000, []config.IDRange{
+		{0, []guest.IDRange{{Inside: 0, Outside: 100000, Count: 65536}}},
+		{1000, []guest.IDRange{
 			{Inside: 0, Outside: 100000, Count: 1000},
 			{Inside: 1000, Outside: 1000, Count: 1},
 			{Inside: 1001, Outside: 101000, Count: 64535},
 		}},
-		{70000, []config.IDRange{{Inside: 0, Outside: 100000, Count: 65536}, {Inside: 70000, Outside: 70000, Count: 1}}},
+		{70000, []guest.IDRange{{Inside: 0, Outside: 100000, Count: 65536}, {Inside: 70000, Outside: 70000, Count: 1}}},
 	} {
 		if got := keepID(tt.caller, r); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("keepID(%d) = %v, want %v", tt.caller, got, tt.want)
@@ -74,13 +75,13 @@ func TestKeepID(t *testing.T) {
 	}
 }
 
-func TestCompleteUserNS(t *testing.T) {
+func TestUserNSMap(t *testing.T) {
 	cfg := &config.Sandbox{URI: "lxc+ssh://elsewhere/", Identity: config.Identity{UserNS: config.UserNSOn}}
-	if err := completeUserNS(cfg); err == nil || !strings.Contains(err.Error(), "--userns off") {
+	if _, err := userNSMap(cfg); err == nil || !strings.Contains(err.Error(), "--userns off") {
 		t.Errorf("a remote host's sandbox: %v; want an error that names --userns off", err)
 	}
-	cfg = &config.Sandbox{URI: "lxc:///", Identity: config.Identity{UserNS: config.UserNSOff, IDMap: &config.IDMap{}}}
-	if err := completeUserNS(cfg); err != nil || cfg.Identity.IDMap != nil {
-		t.Errorf("--userns off: %v, map %v; want no map", err, cfg.Identity.IDMap)
+	cfg = &config.Sandbox{URI: "lxc:///", Identity: config.Identity{UserNS: config.UserNSOff}}
+	if m, err := userNSMap(cfg); err != nil || m != nil {
+		t.Errorf("--userns off: %v, map %v; want no map", err, m)
 	}
 }

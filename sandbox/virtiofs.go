@@ -10,6 +10,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // virtiofsd is the daemon QEMU 7.2 ships. It cannot serve an export
@@ -37,13 +38,13 @@ func virtiofsDaemons() (readOnly string, err error) {
 // lacking is what this host lacks for virtiofs (virtiofsDaemons, the guest
 // kernel's module), or nil.
 func shareFS(cfg *config.Sandbox, uid int, lacking error) (string, error) {
-	if cfg.Kernel.ShareFS != config.VirtiofsShares {
-		return config.NinePShares, nil
+	if cfg.Kernel.ShareFS != guest.VirtiofsShares {
+		return guest.NinePShares, nil
 	}
 	if unfit := virtiofsUnfit(cfg, uid, lacking); unfit != nil {
 		return "", fmt.Errorf("%w: --share-fs virtiofs: %v", config.ErrInvalid, unfit)
 	}
-	return config.VirtiofsShares, nil
+	return guest.VirtiofsShares, nil
 }
 
 // virtiofsUnfit tells why virtiofs cannot carry the shares of cfg
@@ -80,7 +81,7 @@ type shares struct {
 // share may be cached for as long as the guest likes: the host's files are
 // not expected to change under it (the root, which 9p mounts cache=loose).
 func (s shares) share(src, tag string, readonly, lasting bool) libvirtxml.DomainFilesystem {
-	if s.fs != config.VirtiofsShares { // 9p's cache is the init's mount option
+	if s.fs != guest.VirtiofsShares { // 9p's cache is the init's mount option
 		if readonly {
 			return ninePShare(src, tag, true)
 		}

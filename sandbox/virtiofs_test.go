@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 func TestShareFS(t *testing.T) {
@@ -58,7 +59,7 @@ func TestShareFS(t *testing.T) {
 }
 
 func TestShares(t *testing.T) {
-	s := shares{fs: config.VirtiofsShares, readOnlyDaemon: "/libexec/virt-sandbox-virtiofsd"}
+	s := shares{fs: guest.VirtiofsShares, readOnlyDaemon: "/libexec/virt-sandbox-virtiofsd"}
 	for _, tt := range []struct {
 		readonly bool
 		daemon   string
@@ -80,7 +81,7 @@ func TestShares(t *testing.T) {
 	if f := s.share("/src", "tag", false, false); f.Binary.Cache != nil {
 		t.Errorf("share's cache = %+v; want virtiofsd's default (auto): none refuses shared mappings", f.Binary.Cache)
 	}
-	ninep := shares{fs: config.NinePShares}
+	ninep := shares{fs: guest.NinePShares}
 	for _, readonly := range []bool{true, false} {
 		f := ninep.share("/src", "tag", readonly, false)
 		if f.Driver == nil || f.Driver.Type != "path" || f.MultiDevs != "remap" || (f.ReadOnly != nil) != readonly {
@@ -91,10 +92,32 @@ func TestShares(t *testing.T) {
 
 func TestModulesForVirtiofs(t *testing.T) {
 	cfg := &config.Sandbox{Driver: config.QEMU}
-	if got := modulesFor(cfg, config.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
+	if got := modulesFor(cfg, nil, guest.VirtiofsShares); !slices.Contains(got, "virtiofs") || !slices.Contains(got, "9p") {
 		t.Errorf("modulesFor(virtiofs) = %v; want virtiofs, and 9p for the config share", got)
 	}
-	if got := modulesFor(cfg, config.NinePShares); slices.Contains(got, "virtiofs") {
+	if got := modulesFor(cfg, nil, guest.NinePShares); slices.Contains(got, "virtiofs") {
 		t.Errorf("modulesFor(9p) = %v; want no virtiofs", got)
+	}
+}
+
+// TestModulesForHostImages: the filesystem modules are those the launcher
+// found in each host-image mount, by the mount's index.
+func TestModulesForHostImages(t *testing.T) {
+	cfg := &config.Sandbox{Driver: config.QEMU, Mounts: []config.Mount{
+		{Type: config.HostBind, Target: "/data", Source: "/srv"},
+		{Type: config.HostImage, Target: "/img", Source: "/i.img"},
+	}}
+	for _, tt := range []struct {
+		mountFS map[int]string
+		want    string
+		notWant string
+	}{
+		{mountFS: map[int]string{1: "xfs"}, want: "xfs", notWant: "vfat"},
+		{mountFS: map[int]string{1: "vfat"}, want: "vfat", notWant: "xfs"},
+	} {
+		got := modulesFor(cfg, tt.mountFS, guest.NinePShares)
+		if !slices.Contains(got, tt.want) || slices.Contains(got, tt.notWant) {
+			t.Errorf("modulesFor(mount filesystems %v) = %v; want %s and no %s", tt.mountFS, got, tt.want, tt.notWant)
+		}
 	}
 }

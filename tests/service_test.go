@@ -380,7 +380,9 @@ func testConnect(t *testing.T, c *caller, name string) {
 }
 
 // testUpgrade gives the stopped service 768 MiB in its saved config and
-// rebuilds its domain from it.
+// rebuilds its domain from it. The edited config is also made an older
+// build's (schema version 1, no resolved part), which start refuses and
+// upgrade rewrites.
 func testUpgrade(t *testing.T, c *caller, uri, name, dir string) {
 	path := c.configPath(name)
 	dec := json.NewDecoder(strings.NewReader(fileText(t, path)))
@@ -395,6 +397,8 @@ func testUpgrade(t *testing.T, c *caller, uri, name, dir string) {
 		cfg["kernel"] = kernel
 	}
 	kernel["memory_mib"] = 768
+	cfg["version"] = 1
+	delete(cfg, "resolved")
 	// A hand-added image mount and disk carry no format or filesystem:
 	// upgrade finds them as create does.
 	cfg["mounts"] = append(asList(cfg["mounts"]), map[string]any{"type": "host-image", "target": "/mnt/hand", "source": ext4Image(t, dir, "mount.img", "hand-added"), "readonly": true})
@@ -409,14 +413,31 @@ func testUpgrade(t *testing.T, c *caller, uri, name, dir string) {
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if r := c.svc(t, "start", name); r.code != 125 || !strings.Contains(r.stderr, "schema version 1") || !strings.Contains(r.stderr, "upgrade "+name) {
+		t.Errorf("start of a service with a version 1 config = %d, %q; want 125 and an error that names upgrade", r.code, r.stderr)
+	}
+	c.wantStatus(t, name, "stopped")
 	c.ok(t, "", "upgrade", name)
 	xml := c.virsh(t, "-c", uri, "dumpxml", name)
 	if !strings.Contains(xml, "<memory unit='KiB'>786432</memory>") {
 		t.Errorf("dumpxml %s after upgrade does not give it 786432 KiB:\n%s", name, xml)
 	}
 	saved := fileText(t, path)
-	if !strings.Contains(saved, `"fstype": "ext4"`) {
-		t.Errorf("the saved config after upgrade has no filesystem for the hand-added image:\n%s", saved)
+	var run struct {
+		Version  int               `json:"version"`
+		Mounts   []json.RawMessage `json:"mounts"`
+		Resolved struct {
+			MountFS map[int]string `json:"mount_fs"`
+		} `json:"resolved"`
+	}
+	if err := json.Unmarshal([]byte(saved), &run); err != nil {
+		t.Fatal(err)
+	}
+	if run.Version != 2 {
+		t.Errorf("the saved config after upgrade is of schema version %d, want 2", run.Version)
+	}
+	if hand := len(run.Mounts) - 1; run.Resolved.MountFS[hand] != "ext4" {
+		t.Errorf("the saved config after upgrade has no filesystem for the hand-added image (mount %d):\n%s", hand, saved)
 	}
 }
 

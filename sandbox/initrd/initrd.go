@@ -14,21 +14,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/lru"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/wholefile"
 )
-
-// ModulesDir is where the modules are inside the initramfs. Their names
-// start with their place in the load order, so the init loads them in
-// lexical order.
-const ModulesDir = "modules"
 
 // Result describes the initrd Cached returned.
 type Result struct {
@@ -55,7 +50,7 @@ func Cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 func cached(cacheDir, init string, modules []kmod.Module) (Result, error) {
 	files := []entry{{name: "init", src: init, mode: 0o755}}
 	for i, m := range modules {
-		files = append(files, entry{name: path.Join(ModulesDir, fmt.Sprintf("%03d-%s", i, filepath.Base(m.Path))), src: m.Path, mode: 0o644})
+		files = append(files, entry{name: guest.ModuleEntry(i, m.Path), src: m.Path, mode: 0o644})
 	}
 	key, err := hashOf(files)
 	if err != nil {
@@ -190,7 +185,7 @@ func copyFile(w io.Writer, src string) error {
 
 func write(w io.Writer, files []entry) error {
 	cw := cpio.NewWriter(w)
-	if err := cw.WriteHeader(&cpio.Header{Name: ModulesDir, Mode: cpio.TypeDir | 0o755}); err != nil {
+	if err := cw.WriteHeader(&cpio.Header{Name: guest.ModulesDir, Mode: cpio.TypeDir | 0o755}); err != nil {
 		return err
 	}
 	for _, f := range files {

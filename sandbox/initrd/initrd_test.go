@@ -2,7 +2,6 @@ package initrd
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/kmod"
 )
 
@@ -199,7 +199,7 @@ func TestCachedRebuilds(t *testing.T) {
 			// What is in it is the new input, not the old.
 			var want []string
 			for i, m := range in.modules {
-				want = append(want, fmt.Sprintf("%s/%03d-%s", ModulesDir, i, filepath.Base(m.Path)))
+				want = append(want, guest.ModuleEntry(i, m.Path))
 			}
 			var got []string
 			for _, e := range readCPIO(t, res.Path)[2:] {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // callerMounts are host-binds, each at its own path, of what the program
@@ -62,7 +63,7 @@ func realPath(p string) string {
 
 // hidden tells whether p is inside one of the sandbox's own directories.
 func hidden(p string) bool {
-	for _, d := range config.PrivateDirs {
+	for _, d := range guest.PrivateDirs {
 		if strings.HasPrefix(p, d+"/") {
 			return true
 		}

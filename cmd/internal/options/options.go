@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
 // DefaultPath is the program's PATH unless -e sets one: the caller's own
@@ -111,7 +112,7 @@ func ConfigOnRoot(c *cli.Context, argv []string, root string) (*config.Sandbox, 
 		Driver:       drv,
 		URI:          uri,
 		Command:      config.Command{Argv: argv},
-		Debug:        c.Bool("debug") || os.Getenv("LIBVIRT_SANDBOX_INIT_DEBUG") == "1",
+		Debug:        c.Bool("debug") || os.Getenv(guest.DebugEnv) == "1",
 		Timeout:      durationOf(c.Generic("timeout")),
 		StartTimeout: durationOf(c.Generic("start-timeout")),
 		Root:         root,
@@ -364,7 +365,7 @@ func kernel(c *cli.Context, drv config.Driver) (config.Kernel, error) {
 		return k, fmt.Errorf("%w: --virt-type %q: unknown (want kvm or qemu)", config.ErrInvalid, k.VirtType)
 	}
 	switch k.ShareFS {
-	case "", config.NinePShares, config.VirtiofsShares:
+	case "", guest.NinePShares, guest.VirtiofsShares:
 	default:
 		return k, fmt.Errorf("%w: --share-fs %q: unknown (want 9p or virtiofs)", config.ErrInvalid, k.ShareFS)
 	}
