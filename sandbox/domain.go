@@ -11,6 +11,63 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
+// plan is what a sandbox's domain needs beyond its config: every path,
+// device and verdict its driver's prepare found, made, uploaded or probed.
+// describe builds the domain from the config and the plan alone, touching
+// nothing, so the same two always give the same XML.
+type plan struct {
+	// remote: libvirt runs on another machine, whose domains name its own
+	// files only: no config share, log share or channel sockets of ours.
+	remote bool
+	// stateDir is the run's state directory (a service's own directory):
+	// the config share, the console log and the channel sockets.
+	stateDir string
+	// logDir is a service's log share.
+	logDir    string
+	memoryMiB uint64
+	// rootImage is the path the domain names for the config's root
+	// image: the file itself locally, its volume on a remote host.
+	rootImage string
+	// interfaces are the config's networks as attached, in their order.
+	interfaces []plannedInterface
+
+	// QEMU's: the boot files the domain names (the caller's cached copies
+	// locally, volumes on a remote host), the domain type (kvm or qemu)
+	// and how host directories are shared.
+	kernel, initrd string
+	virtType       string
+	shares         shares
+	// runAs, when set, is the caller QEMU runs as, told to libvirt in a
+	// DAC seclabel: a local system or embedded driver's QEMU.
+	runAs *owner
+	// template makes the machine a template's, whose init waits for the
+	// run on the run channel (template.go).
+	template bool
+
+	// LXC's: the container's root as libvirt is given it (the host's / or
+	// a skeleton of ours), the init's path (the launcher's, or its volume
+	// on a remote host) and the loop device of each disk, in order.
+	root        string
+	init        string
+	loopDevices []string
+}
+
+// owner is a uid and gid of the host.
+type owner struct{ uid, gid int }
+
+// plannedInterface is an interface as prepare resolved it.
+type plannedInterface struct {
+	// network is the libvirt network it joins; "" for QEMU's user-mode
+	// network.
+	network string
+	mac     string
+}
+
+// basePlan is the part of the plan every driver's prepare starts from.
+func (r *run) basePlan() *plan {
+	return &plan{remote: r.remote(), stateDir: r.stateDir, logDir: r.logDir}
+}
+
 // baseDomain is what every sandbox domain has, whichever the driver.
 func baseDomain(cfg *config.Sandbox, typ string, memMiB uint64) *libvirtxml.Domain {
 	d := &libvirtxml.Domain{

@@ -2,11 +2,8 @@ package sandbox
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cavaliergopher/cpio"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
@@ -50,7 +46,7 @@ func testConfig(drv config.Driver, uri string) *config.Sandbox {
 // fsDesc is the part of a filesystem that matters to the sandbox, in a form
 // that compares and prints well.
 type fsDesc struct {
-	Mount, RAM, Target, Driver string
+	Mount, File, RAM, Target, Driver string
 	// MultiDevs is how a 9p share keeps files of different host
 	// filesystems apart.
 	MultiDevs string
@@ -63,6 +59,9 @@ func describeFS(fs []libvirtxml.DomainFilesystem) []fsDesc {
 		var d fsDesc
 		if f.Source != nil && f.Source.Mount != nil {
 			d.Mount = f.Source.Mount.Dir
+		}
+		if f.Source != nil && f.Source.File != nil {
+			d.File = f.Source.File.File
 		}
 		if f.Source != nil && f.Source.RAM != nil {
 			d.RAM = fmt.Sprintf("%d %s", f.Source.RAM.Usage, f.Source.RAM.Units)
@@ -80,89 +79,158 @@ func describeFS(fs []libvirtxml.DomainFilesystem) []fsDesc {
 	return out
 }
 
-func TestLXCDomain(t *testing.T) {
+func TestLXCDescribe(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		root     string
-		memMiB   uint64
-		vcpus    uint
-		wantRoot string
-		wantMem  uint
+		name   string
+		change func(*config.Sandbox, *plan)
+		// wantFS are the filesystems after the root and /run, which
+		// always come first: libvirt mounts in order, and /run must
+		// come before the binds inside it, or it hides them.
+		wantFS       []fsDesc
+		wantHostdevs []string
+		wantInitEnv  bool
 	}{
-		{name: "host root", wantRoot: "/", wantMem: uint(hostMemoryMiB())},
-		// A custom root is shared on a stage; libvirt gets a skeleton,
-		// since it makes a directory in the root it is given.
-		{name: "own root", root: "/srv/root", memMiB: 300, vcpus: 2, wantRoot: "skeleton", wantMem: 300},
+		{
+			name:   "host root",
+			change: func(*config.Sandbox, *plan) {},
+			wantFS: []fsDesc{{Mount: "/state", Target: guest.Dir, ReadOnly: true}, {Mount: "/init", Target: guest.Init, ReadOnly: true}},
+		},
+		{
+			// A custom root is shared on a stage; libvirt gets the
+			// skeleton prepare made.
+			name: "own root, mounts",
+			change: func(c *config.Sandbox, p *plan) {
+				c.Root, p.root = "/srv/root", "/state/skeleton"
+				c.Mounts = []config.Mount{{Type: config.HostBind, Source: "/data", Target: "/data", ReadOnly: true}}
+			},
+			wantFS: []fsDesc{
+				{Mount: "/state", Target: guest.Dir, ReadOnly: true}, {Mount: "/init", Target: guest.Init, ReadOnly: true},
+				{Mount: "/srv/root", Target: guest.Root, ReadOnly: true}, {Mount: "/data", Target: guest.MountStage(0), ReadOnly: true},
+			},
+		},
+		{
+			name: "root image, service",
+			change: func(c *config.Sandbox, p *plan) {
+				c.RootImage, p.rootImage, p.root = "/images/x.squashfs", "/images/x.squashfs", "/state/skeleton"
+				c.Service, p.logDir = &config.Service{}, "/logs"
+			},
+			wantFS: []fsDesc{
+				{Mount: "/state", Target: guest.Dir, ReadOnly: true}, {Mount: "/init", Target: guest.Init, ReadOnly: true},
+				{File: "/images/x.squashfs", Driver: "loop", Target: guest.Root, ReadOnly: true}, {Mount: "/logs", Target: guest.Log},
+			},
+		},
+		{
+			name: "disks",
+			change: func(c *config.Sandbox, p *plan) {
+				c.Disks = []config.Disk{{Tag: "a", Source: "/a.img", Format: "raw"}, {Tag: "b", Source: "/b.img", Format: "raw"}}
+				p.loopDevices = []string{"/dev/loop3", "/dev/loop7"}
+			},
+			wantFS:       []fsDesc{{Mount: "/state", Target: guest.Dir, ReadOnly: true}, {Mount: "/init", Target: guest.Init, ReadOnly: true}},
+			wantHostdevs: []string{"/dev/loop3", "/dev/loop7"},
+		},
+		{
+			// The run's files come on the channel: no config share, and
+			// the init is a volume.
+			name: "remote",
+			change: func(c *config.Sandbox, p *plan) {
+				c.URI, p.remote, p.stateDir, p.init = "lxc+ssh://host/", true, "", "/pool/init-123"
+			},
+			wantFS:      []fsDesc{{Mount: "/pool/init-123", Target: guest.Init, ReadOnly: true}},
+			wantInitEnv: true,
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig(config.LXC, "lxc:///")
-			cfg.Root = tt.root
-			cfg.Kernel.MemoryMiB = tt.memMiB
-			cfg.Kernel.VCPUs = tt.vcpus
-			r := &run{cfg: cfg, stateDir: t.TempDir(), initPath: "/usr/libexec/virt-sandbox/virt-sandbox-init"}
-			if tt.wantRoot == "skeleton" {
-				tt.wantRoot = filepath.Join(r.stateDir, "skeleton")
-			}
-			d, err := lxcDriver{}.domain(cfg, r)
-			if err != nil {
-				t.Fatalf("lxcDriver.domain() = %v", err)
-			}
-			d = roundTrip(t, d)
-
-			if d.Type != "lxc" || d.Name != cfg.Name || d.UUID != cfg.UUID {
-				t.Errorf("lxcDriver.domain() = type %q, name %q, uuid %q, want lxc, %q, %q", d.Type, d.Name, d.UUID, cfg.Name, cfg.UUID)
-			}
-			if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "exe" || d.OS.Init != guest.Init || !reflect.DeepEqual(d.OS.InitArgs, []string{guest.LXCArg}) {
-				t.Errorf("lxcDriver.domain().OS = %+v, want type exe, init %s, initarg lxc", d.OS, guest.Init)
-			}
-			// Without privnet the container shares the host's network.
-			if d.Features == nil || d.Features.PrivNet == nil {
-				t.Errorf("lxcDriver.domain().Features = %+v, want privnet", d.Features)
-			}
-			// libvirt mounts in order: /run must come before the binds
-			// inside it, or it hides them.
-			want := []fsDesc{
-				{Mount: tt.wantRoot, Target: "/", ReadOnly: true},
-				{RAM: "64 MiB", Target: "/run"},
-				{Mount: r.stateDir, Target: guest.Dir, ReadOnly: true},
-				{Mount: r.initPath, Target: guest.Init, ReadOnly: true},
-			}
-			if tt.root != "" {
-				want = append(want, fsDesc{Mount: tt.root, Target: guest.Root, ReadOnly: true})
-			}
-			if d.Devices == nil {
-				t.Fatalf("lxcDriver.domain().Devices = nil, want filesystems and consoles")
-			}
-			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, want) {
-				t.Errorf("lxcDriver.domain() filesystems = %+v, want %+v", got, want)
-			}
-			for i, f := range d.Devices.Filesystems {
-				if f.AccessMode != "passthrough" {
-					t.Errorf("lxcDriver.domain() filesystem %d accessmode = %q, want passthrough", i, f.AccessMode)
-				}
-			}
-			// The first console is the log, the second the app channel.
-			if n := len(d.Devices.Consoles); n != 2 {
-				t.Fatalf("lxcDriver.domain() has %d consoles, want 2", n)
-			}
-			for i, c := range d.Devices.Consoles {
-				if c.Source == nil || c.Source.Pty == nil {
-					t.Errorf("lxcDriver.domain() console %d = %+v, want a pty", i, c)
-				}
-			}
-			if d.OnPoweroff != "destroy" || d.OnReboot != "destroy" || d.OnCrash != "destroy" {
-				t.Errorf("lxcDriver.domain() on_poweroff/reboot/crash = %q/%q/%q, want destroy for all", d.OnPoweroff, d.OnReboot, d.OnCrash)
-			}
-			if d.Memory == nil || d.Memory.Value != tt.wantMem || d.Memory.Unit != "MiB" {
-				t.Errorf("lxcDriver.domain().Memory = %+v, want %d MiB", d.Memory, tt.wantMem)
-			}
-			if tt.vcpus == 0 && d.VCPU != nil {
-				t.Errorf("lxcDriver.domain().VCPU = %+v, want none when not asked", d.VCPU)
-			}
-			if tt.vcpus != 0 && (d.VCPU == nil || d.VCPU.Value != tt.vcpus) {
-				t.Errorf("lxcDriver.domain().VCPU = %+v, want %d", d.VCPU, tt.vcpus)
-			}
+			p := &plan{stateDir: "/state", init: "/init", root: "/", memoryMiB: 300}
+			tt.change(cfg, p)
+			checkLXCDomain(t, cfg, p, roundTrip(t, lxcDriver{}.describe(cfg, p)), tt.wantFS, tt.wantHostdevs, tt.wantInitEnv)
 		})
+	}
+}
+
+// checkLXCDomain checks the container d that describe made of cfg and p.
+func checkLXCDomain(t *testing.T, cfg *config.Sandbox, p *plan, d *libvirtxml.Domain, wantFS []fsDesc, wantHostdevs []string, wantInitEnv bool) {
+	t.Helper()
+
+	if d.Type != "lxc" || d.Name != cfg.Name || d.UUID != cfg.UUID {
+		t.Errorf("describe() = type %q, name %q, uuid %q, want lxc, %q, %q", d.Type, d.Name, d.UUID, cfg.Name, cfg.UUID)
+	}
+	if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "exe" || d.OS.Init != guest.Init || !reflect.DeepEqual(d.OS.InitArgs, []string{"lxc"}) {
+		t.Errorf("describe().OS = %+v, want type exe, init %s, initarg lxc", d.OS, guest.Init)
+	}
+	wantEnv := []libvirtxml.DomainOSInitEnv(nil)
+	if wantInitEnv {
+		wantEnv = []libvirtxml.DomainOSInitEnv{{Name: guest.FilesEnv, Value: guest.FilesOnChannel}}
+	}
+	if !reflect.DeepEqual(d.OS.InitEnv, wantEnv) {
+		t.Errorf("describe() initenv = %+v, want %+v", d.OS.InitEnv, wantEnv)
+	}
+	// Without privnet the container shares the host's network.
+	if d.Features == nil || d.Features.PrivNet == nil {
+		t.Errorf("describe().Features = %+v, want privnet", d.Features)
+	}
+	want := append([]fsDesc{{Mount: p.root, Target: "/", ReadOnly: true}, {RAM: "64 MiB", Target: "/run"}}, wantFS...)
+	if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, want) {
+		t.Errorf("describe() filesystems = %+v, want %+v", got, want)
+	}
+	for i, f := range d.Devices.Filesystems {
+		if f.AccessMode != "passthrough" {
+			t.Errorf("describe() filesystem %d accessmode = %q, want passthrough", i, f.AccessMode)
+		}
+	}
+	var hostdevs []string
+	for _, h := range d.Devices.Hostdevs {
+		hostdevs = append(hostdevs, h.CapsStorage.Source.Block)
+	}
+	if !slices.Equal(hostdevs, wantHostdevs) {
+		t.Errorf("describe() hostdevs = %q, want %q", hostdevs, wantHostdevs)
+	}
+	// The first console is the log, then one per app channel.
+	if n, want := len(d.Devices.Consoles), 1+guest.AppChannels(cfg.Service != nil); n != want {
+		t.Fatalf("describe() has %d consoles, want %d", n, want)
+	}
+	for i, c := range d.Devices.Consoles {
+		if c.Source == nil || c.Source.Pty == nil {
+			t.Errorf("describe() console %d = %+v, want a pty", i, c)
+		}
+	}
+	if d.OnPoweroff != "destroy" || d.OnReboot != "destroy" || d.OnCrash != "destroy" {
+		t.Errorf("describe() on_poweroff/reboot/crash = %q/%q/%q, want destroy for all", d.OnPoweroff, d.OnReboot, d.OnCrash)
+	}
+	if d.Memory == nil || d.Memory.Value != 300 || d.Memory.Unit != "MiB" {
+		t.Errorf("describe().Memory = %+v, want the plan's 300 MiB", d.Memory)
+	}
+}
+
+func TestInterfaces(t *testing.T) {
+	cfg := testConfig(config.LXC, "lxc:///")
+	cfg.Networks = []config.Network{
+		{Source: "default", Filter: "clean-traffic", FilterParams: map[string]string{"IP": "10.0.0.2", "CTRL_IP_LEARNING": "none"}},
+		{User: true},
+	}
+	p := &plan{interfaces: []plannedInterface{{network: "default", mac: "52:54:00:00:00:01"}, {mac: "52:54:00:00:00:02"}}}
+	for _, model := range []string{"", "virtio"} {
+		ifaces := describeInterfaces(cfg, p, model)
+		if len(ifaces) != 2 {
+			t.Fatalf("describeInterfaces(%q) = %d interfaces, want 2", model, len(ifaces))
+		}
+		if s := ifaces[0].Source; s.Network == nil || s.Network.Network != "default" || ifaces[0].MAC.Address != "52:54:00:00:00:01" {
+			t.Errorf("describeInterfaces(%q)[0] = source %+v, mac %+v, want network default, the planned MAC", model, s, ifaces[0].MAC)
+		}
+		if s := ifaces[1].Source; s.User == nil || ifaces[1].MAC.Address != "52:54:00:00:00:02" {
+			t.Errorf("describeInterfaces(%q)[1] = source %+v, mac %+v, want user-mode, the planned MAC", model, s, ifaces[1].MAC)
+		}
+		// Sorted, so the same config makes the same XML.
+		ref := ifaces[0].FilterRef
+		if ref == nil || ref.Filter != "clean-traffic" || len(ref.Parameters) != 2 || ref.Parameters[0].Name != "CTRL_IP_LEARNING" || ref.Parameters[1].Name != "IP" {
+			t.Errorf("describeInterfaces(%q)[0] filterref = %+v, want clean-traffic, parameters by name", model, ref)
+		}
+		if model == "" && (ifaces[1].Target == nil || ifaces[1].Target.Dev != "vsb0b7e3a8c1") {
+			t.Errorf("describeInterfaces(LXC)[1] target = %+v, want vsb0b7e3a8c1: the UUID's start and the index", ifaces[1].Target)
+		}
+		if model != "" && (ifaces[0].Model == nil || ifaces[0].Model.Type != model || ifaces[0].Target != nil) {
+			t.Errorf("describeInterfaces(%q)[0] = model %+v, target %+v, want model %s and no target", model, ifaces[0].Model, ifaces[0].Target, model)
+		}
 	}
 }
 
@@ -183,381 +251,177 @@ func TestSecLabel(t *testing.T) {
 			t.Errorf("baseDomain(label %q).SecLabel = %+v, want %+v", tt.label, got, tt.want)
 		}
 		// The driver must keep it and it must survive the XML.
-		d, err := lxcDriver{}.domain(cfg, &run{cfg: cfg, stateDir: "/state", initPath: "/init"})
-		if err != nil {
-			t.Fatalf("lxcDriver.domain(label %q) = %v", tt.label, err)
-		}
+		d := lxcDriver{}.describe(cfg, &plan{stateDir: "/state", init: "/init", root: "/"})
 		if got := roundTrip(t, d).SecLabel; !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("lxcDriver.domain(label %q) seclabel = %+v, want %+v", tt.label, got, tt.want)
+			t.Errorf("lxcDriver.describe(label %q) seclabel = %+v, want %+v", tt.label, got, tt.want)
 		}
 	}
 }
 
-// fakeKernelVersion is what the fake bzImage says it is.
-const fakeKernelVersion = "6.1.0-test"
-
-// writeBzImage writes a file with just enough of the x86 boot protocol
-// header for bzImageVersion: "HdrS" at 0x202 and, at 0x20e, the offset
-// (from 0x200) of the version string.
-func writeBzImage(t *testing.T, path, banner string) []byte {
-	t.Helper()
-	img := make([]byte, 0x400)
-	copy(img[0x202:], "HdrS")
-	const off = 0x100
-	binary.LittleEndian.PutUint16(img[0x20e:], off)
-	copy(img[off+0x200:], banner+"\x00")
-	if err := os.WriteFile(path, img, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
-// fakeModules are the files of the fake module tree, and modules.dep says
-// who needs whom. The suffixes vary so the initrd must keep each one.
-var fakeModules = []struct{ file, deps string }{
-	{"kernel/drivers/virtio/virtio_pci.ko.zst", "kernel/drivers/virtio/virtio_pci_modern_dev.ko.zst kernel/drivers/virtio/virtio_ring.ko"},
-	{"kernel/drivers/virtio/virtio_pci_modern_dev.ko.zst", ""},
-	{"kernel/drivers/virtio/virtio_ring.ko", ""},
-	{"kernel/drivers/char/virtio_console.ko.xz", "kernel/drivers/virtio/virtio_ring.ko"},
-	{"kernel/fs/9p/9p.ko.xz", "kernel/net/9p/9pnet.ko.gz kernel/fs/netfs/netfs.ko"},
-	{"kernel/net/9p/9pnet.ko.gz", ""},
-	{"kernel/fs/netfs/netfs.ko", ""},
-	{"kernel/net/9p/9pnet_virtio.ko.zst", "kernel/net/9p/9pnet.ko.gz kernel/drivers/virtio/virtio_ring.ko"},
-	{"kernel/drivers/char/hw_random/virtio-rng.ko", "kernel/drivers/virtio/virtio_ring.ko"},
-	// Only for a root the init may lay an overlay over.
-	{"kernel/fs/overlayfs/overlay.ko", ""},
-	// Not needed: must stay out of the initrd.
-	{"kernel/fs/ext4/ext4.ko", ""},
-}
-
-// wantInitrdModules is the load order of baseModules in the fake tree:
-// each module after its dependencies, each once.
-var wantInitrdModules = []string{
-	"modules/000-virtio_pci_modern_dev.ko.zst",
-	"modules/001-virtio_ring.ko",
-	"modules/002-virtio_pci.ko.zst",
-	"modules/003-virtio_console.ko.xz",
-	"modules/004-9pnet.ko.gz",
-	"modules/005-netfs.ko",
-	"modules/006-9p.ko.xz",
-	"modules/007-9pnet_virtio.ko.zst",
-	"modules/008-virtio-rng.ko",
-}
-
-// writeModuleTree writes a module tree into dir and returns the contents of
-// its modules by base name.
-func writeModuleTree(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	contents := map[string][]byte{}
-	var dep strings.Builder
-	for _, m := range fakeModules {
-		p := filepath.Join(dir, m.file)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		b := []byte("fake module " + m.file)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		contents[filepath.Base(m.file)] = b
-		fmt.Fprintf(&dep, "%s: %s\n", m.file, m.deps)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return contents
-}
-
-// fakeMachine is a kernel, its module tree and an init, all in a temporary
-// directory.
-type fakeMachine struct {
-	kernel  string
-	kernImg []byte
-	modRoot string // holds fakeKernelVersion/modules.dep
-	modules map[string][]byte
-	init    string
-	initImg []byte
-}
-
-func newFakeMachine(t *testing.T) *fakeMachine {
-	t.Helper()
-	dir := t.TempDir()
-	m := &fakeMachine{
-		kernel:  filepath.Join(dir, "bzImage"),
-		modRoot: filepath.Join(dir, "lib", "modules"),
-		init:    filepath.Join(dir, "virt-sandbox-init"),
-	}
-	m.kernImg = writeBzImage(t, m.kernel, fakeKernelVersion+" (builder@host) #1 SMP")
-	m.modules = writeModuleTree(t, filepath.Join(m.modRoot, fakeKernelVersion))
-	// Random bytes make the initrd this test's own, even in a shared cache.
-	m.initImg = make([]byte, 64)
-	rand.Read(m.initImg)
-	m.initImg = append([]byte("\x7fELF fake init "), m.initImg...)
-	if err := os.WriteFile(m.init, m.initImg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// useTempCache points CacheDir at a temporary directory when it can, and
-// otherwise (root's cache is fixed) removes what the test puts there.
-func useTempCache(t *testing.T) (dir string, private bool) {
-	t.Helper()
-	home := t.TempDir()
-	t.Setenv("HOME", home)
-	t.Setenv("XDG_CACHE_HOME", filepath.Join(home, "cache"))
-	if os.Getuid() == 0 {
-		return CacheDir(), false
-	}
-	want := filepath.Join(home, "cache", "virt-sandbox")
-	if got := CacheDir(); got != want {
-		t.Fatalf("CacheDir() = %q with XDG_CACHE_HOME=%s, want %q", got, filepath.Join(home, "cache"), want)
-	}
-	return want, true
-}
-
-// readCPIO returns the entries of a cpio archive: names, modes and contents.
-func readCPIO(t *testing.T, path string) (names []string, modes []cpio.FileMode, data [][]byte) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	magic := make([]byte, 6)
-	if _, err := io.ReadFull(f, magic); err != nil || string(magic) != "070701" {
-		t.Fatalf("%s starts with %q, %v, want the newc magic 070701", path, magic, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	cr := cpio.NewReader(f)
-	for {
-		h, err := cr.Next()
-		if err == io.EOF {
-			return names, modes, data
-		}
-		if err != nil {
-			t.Fatalf("reading %s: %v", path, err)
-		}
-		b, err := io.ReadAll(cr)
-		if err != nil {
-			t.Fatalf("reading %s in %s: %v", h.Name, path, err)
-		}
-		names, modes, data = append(names, h.Name), append(modes, h.Mode), append(data, b)
-	}
-}
-
-func TestQEMUDomain(t *testing.T) {
-	cacheDir, private := useTempCache(t)
-	m := newFakeMachine(t)
-	stateDir := t.TempDir()
-	embedRoot := t.TempDir()
-	dac := libvirtxml.DomainSecLabel{Type: "static", Model: "dac", Relabel: "yes", Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid())}
+func TestQEMUDescribe(t *testing.T) {
+	dac := libvirtxml.DomainSecLabel{Type: "static", Model: "dac", Relabel: "yes", Label: "+1001:+1002"}
 	static := libvirtxml.DomainSecLabel{Type: "static", Label: "system_u:system_r:svirt_t:s0:c1,c2", Relabel: "no"}
-	// Root's cache is the real one: take away what this test adds to it.
-	made := map[string]bool{}
-	if !private {
-		t.Cleanup(func() {
-			for p := range made {
-				os.Remove(p)
-			}
-		})
+	ninep := func(src, tag string, ro bool) fsDesc {
+		return fsDesc{Mount: src, Target: tag, Driver: "path", MultiDevs: "remap", ReadOnly: ro}
 	}
 	for _, tt := range []struct {
-		name     string
-		uri      string
-		root     string
-		debug    bool
-		cmdline  string
-		memMiB   uint64
-		virtType string
-		security config.Security
-		wantType string
-		wantMem  uint
-		wantSec  []libvirtxml.DomainSecLabel
+		name    string
+		change  func(*config.Sandbox, *plan)
+		wantFS  []fsDesc
+		wantSec []libvirtxml.DomainSecLabel
+		// wantArgs are in the command line; wantSerial is "file", "pty",
+		// "pty+log" or "null".
+		wantArgs   []string
+		wantSerial string
 	}{
-		{name: "session", uri: "qemu:///session", wantType: "qemu", wantMem: defaultMemoryMiB},
-		{name: "session debug", uri: "qemu:///session", debug: true, wantType: "qemu", wantMem: defaultMemoryMiB},
-		{name: "cmdline", uri: "qemu:///session", cmdline: "systemd.log_level=debug foo=bar", memMiB: 2048, wantType: "qemu", wantMem: 2048},
-		{name: "kvm", uri: "qemu:///session", root: "/srv/root", virtType: "kvm", wantType: "kvm", wantMem: defaultMemoryMiB},
-		// QEMU of the system instance runs as the caller, so the shares
-		// are read with the caller's rights.
-		{name: "system", uri: "qemu:///system", wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "system over unix", uri: "qemu+unix:///system", wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "system static", uri: "qemu:///system", security: config.Security{Label: "static", Value: static.Label}, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{static, dac}},
-		{name: "embed", uri: "qemu:///embed?root=" + embedRoot, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{dac}},
-		{name: "session inherit", uri: "qemu:///session", security: config.Security{Label: "inherit"}, wantType: "qemu", wantMem: defaultMemoryMiB, wantSec: []libvirtxml.DomainSecLabel{{Type: "none"}}},
+		{name: "plain", change: func(*config.Sandbox, *plan) {},
+			wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantArgs: []string{"quiet"}, wantSerial: "file"},
+		{name: "debug", change: func(c *config.Sandbox, _ *plan) { c.Debug = true },
+			wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantArgs: []string{guest.DebugEnv + "=1"}, wantSerial: "pty+log"},
+		{name: "kvm, own root, caller's cmdline", change: func(c *config.Sandbox, p *plan) {
+			p.virtType, c.Root, c.Kernel.Cmdline = "kvm", "/srv/root", "systemd.log_level=debug foo=bar"
+		}, wantFS: []fsDesc{ninep("/srv/root", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantArgs: []string{"systemd.log_level=debug"}, wantSerial: "file"},
+		// QEMU of a local system instance runs as the caller, so the
+		// shares are read with the caller's rights.
+		{name: "run as the caller", change: func(c *config.Sandbox, p *plan) { p.runAs = &owner{uid: 1001, gid: 1002} },
+			wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantSec: []libvirtxml.DomainSecLabel{dac}, wantSerial: "file"},
+		{name: "static and the caller", change: func(c *config.Sandbox, p *plan) {
+			p.runAs, c.Security = &owner{uid: 1001, gid: 1002}, config.Security{Label: "static", Value: static.Label}
+		}, wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantSec: []libvirtxml.DomainSecLabel{static, dac}, wantSerial: "file"},
+		{name: "inherit", change: func(c *config.Sandbox, p *plan) { c.Security = config.Security{Label: "inherit"} },
+			wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true)}, wantSec: []libvirtxml.DomainSecLabel{{Type: "none"}}, wantSerial: "file"},
+		{name: "mounts, service", change: func(c *config.Sandbox, p *plan) {
+			c.Mounts = []config.Mount{{Type: config.HostBind, Source: "/data", Target: "/data"}}
+			c.Service, p.logDir = &config.Service{}, "/logs"
+		}, wantFS: []fsDesc{ninep("/", guest.RootTag, true), ninep("/state", guest.ConfigTag, true), ninep("/data", guest.MountTag(0), false), ninep("/logs", guest.LogTag, false)}, wantSerial: "pty+log"},
+		// A remote host's files are its own: no config share, the files
+		// come on the channel, and no console log of ours.
+		{name: "remote", change: func(c *config.Sandbox, p *plan) { c.URI, p.remote, p.stateDir = "qemu+ssh://host/system", true, "" },
+			wantFS: []fsDesc{ninep("/", guest.RootTag, true)}, wantArgs: []string{guest.FilesEnv + "=" + guest.FilesOnChannel}, wantSerial: "null"},
+		{name: "root image", change: func(c *config.Sandbox, p *plan) {
+			c.RootImage, p.rootImage = "/images/x.squashfs", "/images/x.squashfs"
+		},
+			wantFS: []fsDesc{ninep("/state", guest.ConfigTag, true)}, wantArgs: []string{guest.RootFSEnv + "=" + guest.RootImageFS}, wantSerial: "file"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if strings.Contains(tt.uri, ":///system") && checkQEMUStateDir(true) != nil {
-				t.Skipf("checkQEMUStateDir(true) = %v on this host", checkQEMUStateDir(true))
-			}
-			cfg := testConfig(config.QEMU, tt.uri)
-			cfg.Root = tt.root
-			cfg.Debug = tt.debug
-			cfg.Security = tt.security
-			virtType := tt.virtType
-			if virtType == "" {
-				// Set, so that no KVM probe runs.
-				virtType = "qemu"
-			}
-			cfg.Kernel = config.Kernel{Path: m.kernel, ModulesDir: m.modRoot, VirtType: virtType, MemoryMiB: tt.memMiB, Cmdline: tt.cmdline}
-			var stderr bytes.Buffer
-			r := &run{cfg: cfg, stateDir: stateDir, initPath: m.init, io: IO{Stderr: &stderr}}
-			d, err := qemuDriver{}.domain(cfg, r)
-			if err != nil {
-				t.Fatalf("qemuDriver.domain() = %v", err)
-			}
-			if d.OS != nil {
-				made[d.OS.Kernel], made[d.OS.Initrd] = true, true
-			}
-			d = roundTrip(t, d)
-
-			if d.Type != tt.wantType || d.Name != cfg.Name || d.UUID != cfg.UUID {
-				t.Errorf("qemuDriver.domain() = type %q, name %q, uuid %q, want %s, %q, %q", d.Type, d.Name, d.UUID, tt.wantType, cfg.Name, cfg.UUID)
-			}
-			if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "hvm" {
-				t.Fatalf("qemuDriver.domain().OS = %+v, want os type hvm", d.OS)
-			}
-			if d.Features == nil || d.Features.ACPI == nil {
-				t.Errorf("qemuDriver.domain().Features = %+v, want acpi", d.Features)
-			}
-			if wantCPU := virtType == "kvm"; (d.CPU != nil && d.CPU.Mode == "host-passthrough") != wantCPU {
-				t.Errorf("qemuDriver.domain().CPU = %+v, want host-passthrough: %v", d.CPU, wantCPU)
-			}
-
-			// The kernel is the caller's copy: libvirt chowns what QEMU
-			// is given, and must not do so to the host's /boot.
-			if d.OS.Kernel == m.kernel {
-				t.Errorf("qemuDriver.domain() kernel = %s, want a cached copy of it", d.OS.Kernel)
-			}
-			if private && !strings.HasPrefix(d.OS.Kernel, cacheDir+string(filepath.Separator)) {
-				t.Errorf("qemuDriver.domain() kernel = %s, want it in %s", d.OS.Kernel, cacheDir)
-			}
-			if b, err := os.ReadFile(d.OS.Kernel); err != nil || !bytes.Equal(b, m.kernImg) {
-				t.Errorf("kernel %s = %d bytes, %v, want the %d bytes of %s", d.OS.Kernel, len(b), err, len(m.kernImg), m.kernel)
-			}
-
-			if private && !strings.HasPrefix(d.OS.Initrd, cacheDir+string(filepath.Separator)) {
-				t.Errorf("qemuDriver.domain() initrd = %s, want it in %s", d.OS.Initrd, cacheDir)
-			}
-			names, modes, data := readCPIO(t, d.OS.Initrd)
-			wantNames := append([]string{"modules", "init"}, wantInitrdModules...)
-			if tt.root != "" {
-				// A custom root may lack mount points.
-				wantNames = append(wantNames, "modules/009-overlay.ko")
-			}
-			if !slices.Equal(names, wantNames) {
-				t.Fatalf("initrd %s holds %q, want %q", d.OS.Initrd, names, wantNames)
-			}
-			for i, n := range names {
-				var wantMode cpio.FileMode
-				var want []byte
-				switch {
-				case i == 0:
-					wantMode = cpio.TypeDir | 0o755
-				case n == "init":
-					wantMode, want = cpio.TypeReg|0o755, m.initImg
-				default:
-					_, base, _ := strings.Cut(filepath.Base(n), "-")
-					wantMode, want = cpio.TypeReg|0o644, m.modules[base]
-				}
-				if modes[i] != wantMode || !bytes.Equal(data[i], want) {
-					t.Errorf("initrd entry %s = mode %v, %q, want mode %v, %q", n, modes[i], data[i], wantMode, want)
-				}
-			}
-
-			args := strings.Fields(d.OS.Cmdline)
-			if want := []string{"console=ttyS0", "panic=-1", "rdinit=/init"}; len(args) < len(want) || !slices.Equal(args[:len(want)], want) {
-				t.Errorf("qemuDriver.domain() cmdline = %q, want it to start with %q", d.OS.Cmdline, want)
-			}
-			if got := slices.Contains(args, "quiet"); got == tt.debug {
-				t.Errorf("qemuDriver.domain(debug %v) cmdline = %q, want quiet: %v", tt.debug, d.OS.Cmdline, !tt.debug)
-			}
-			if got := slices.Contains(args, "LIBVIRT_SANDBOX_INIT_DEBUG=1"); got != tt.debug {
-				t.Errorf("qemuDriver.domain(debug %v) cmdline = %q, want LIBVIRT_SANDBOX_INIT_DEBUG=1: %v", tt.debug, d.OS.Cmdline, tt.debug)
-			}
-			// Last, so the caller's arguments win over ours.
-			if tt.cmdline != "" && !strings.HasSuffix(d.OS.Cmdline, " "+tt.cmdline) {
-				t.Errorf("qemuDriver.domain() cmdline = %q, want it to end with %q", d.OS.Cmdline, tt.cmdline)
-			}
-
-			if d.Devices == nil {
-				t.Fatalf("qemuDriver.domain().Devices = nil, want devices")
-			}
-			wantRoot := tt.root
-			if wantRoot == "" {
-				wantRoot = "/"
-			}
-			wantFS := []fsDesc{
-				{Mount: wantRoot, Target: guest.RootTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
-				{Mount: stateDir, Target: guest.ConfigTag, Driver: "path", MultiDevs: "remap", ReadOnly: true},
-			}
-			if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
-				t.Errorf("qemuDriver.domain() filesystems = %+v, want %+v", got, wantFS)
-			}
-			// The log console is always kept in the state directory: a
-			// pty with a log when followed (-d), a plain file otherwise.
-			logPath := filepath.Join(stateDir, consoleLog)
-			s := d.Devices.Serials
-			switch {
-			case len(s) != 1 || s[0].Source == nil:
-				t.Errorf("qemuDriver.domain() serials = %+v, want one", s)
-			case cfg.Debug && (s[0].Source.Pty == nil || s[0].Log == nil || s[0].Log.File != logPath):
-				t.Errorf("qemuDriver.domain() serial = %+v, want a pty logging to %s", s[0], logPath)
-			case !cfg.Debug && (s[0].Source.File == nil || s[0].Source.File.Path != logPath):
-				t.Errorf("qemuDriver.domain() serial = %+v, want the file %s", s[0], logPath)
-			}
-			// OpenChannel only works on a UNIX socket.
-			if c := d.Devices.Channels; len(c) != 1 || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target == nil || c[0].Target.VirtIO == nil || c[0].Target.VirtIO.Name != guest.AppChannel {
-				t.Errorf("qemuDriver.domain() channels = %+v, want one virtio channel %s on a UNIX socket", c, guest.AppChannel)
-			}
-			if b := d.Devices.MemBalloon; b == nil || b.Model != "none" {
-				t.Errorf("qemuDriver.domain() memballoon = %+v, want model none", b)
-			}
-			if d.Memory == nil || d.Memory.Value != tt.wantMem || d.Memory.Unit != "MiB" {
-				t.Errorf("qemuDriver.domain().Memory = %+v, want %d MiB", d.Memory, tt.wantMem)
-			}
-			if !reflect.DeepEqual(d.SecLabel, tt.wantSec) {
-				t.Errorf("qemuDriver.domain(%s, %+v).SecLabel = %+v, want %+v", tt.uri, tt.security, d.SecLabel, tt.wantSec)
-			}
-			if tt.debug && !strings.Contains(stderr.String(), fakeKernelVersion) {
-				t.Errorf("qemuDriver.domain() with debug wrote %q, want the kernel version %s in it", stderr.String(), fakeKernelVersion)
-			}
+			cfg := testConfig(config.QEMU, "qemu:///system")
+			p := &plan{stateDir: "/state", memoryMiB: 700, kernel: "/cache/kernel/k", initrd: "/cache/initrd/i", virtType: "qemu", shares: shares{fs: guest.NinePShares}}
+			tt.change(cfg, p)
+			checkQEMUDomain(t, cfg, p, roundTrip(t, qemuDriver{}.describe(cfg, p)), tt.wantFS, tt.wantSec, tt.wantArgs, tt.wantSerial)
 		})
 	}
 }
 
-func TestQEMUDomainErrors(t *testing.T) {
-	useTempCache(t)
-	m := newFakeMachine(t)
-	// A tree without 9p: the sandbox could not mount its root.
-	no9p := t.TempDir()
-	if err := os.WriteFile(filepath.Join(no9p, "modules.dep"), []byte("kernel/drivers/virtio/virtio_pci.ko:\nkernel/drivers/char/virtio_console.ko:\n"), 0o644); err != nil {
-		t.Fatal(err)
+// checkQEMUDomain checks the machine d that describe made of cfg and p.
+func checkQEMUDomain(t *testing.T, cfg *config.Sandbox, p *plan, d *libvirtxml.Domain, wantFS []fsDesc, wantSec []libvirtxml.DomainSecLabel, wantArgs []string, wantSerial string) {
+	t.Helper()
+
+	if d.Type != p.virtType || d.Name != cfg.Name || d.UUID != cfg.UUID {
+		t.Errorf("describe() = type %q, name %q, uuid %q, want %s, %q, %q", d.Type, d.Name, d.UUID, p.virtType, cfg.Name, cfg.UUID)
 	}
-	for _, tt := range []struct {
-		name string
-		k    config.Kernel
-		want []string
-	}{
-		{name: "no kernel", k: config.Kernel{Path: filepath.Join(m.modRoot, "vmlinuz-missing"), ModulesDir: m.modRoot}, want: []string{"vmlinuz-missing"}},
-		{name: "no 9p", k: config.Kernel{Path: m.kernel, ModulesDir: no9p}, want: []string{fakeKernelVersion, "9p"}},
-	} {
-		cfg := testConfig(config.QEMU, "qemu:///session")
-		cfg.Kernel = tt.k
-		cfg.Kernel.VirtType = "qemu"
-		_, err := qemuDriver{}.domain(cfg, &run{cfg: cfg, stateDir: t.TempDir(), initPath: m.init, io: IO{Stderr: io.Discard}})
-		if err == nil {
-			t.Errorf("qemuDriver.domain(%s) = nil error, want one naming %q", tt.name, tt.want)
-			continue
+	if d.OS == nil || d.OS.Type == nil || d.OS.Type.Type != "hvm" || d.OS.Kernel != p.kernel || d.OS.Initrd != p.initrd {
+		t.Fatalf("describe().OS = %+v, want hvm booting the plan's kernel and initrd", d.OS)
+	}
+	if d.Features == nil || d.Features.ACPI == nil {
+		t.Errorf("describe().Features = %+v, want acpi", d.Features)
+	}
+	if wantCPU := p.virtType == "kvm"; (d.CPU != nil && d.CPU.Mode == "host-passthrough") != wantCPU {
+		t.Errorf("describe().CPU = %+v, want host-passthrough: %v", d.CPU, wantCPU)
+	}
+	args := strings.Fields(d.OS.Cmdline)
+	if want := []string{"console=ttyS0", "panic=-1", "rdinit=/init", guest.SharesEnv + "=" + guest.NinePShares}; !slices.Equal(args[:len(want)], want) {
+		t.Errorf("describe() cmdline = %q, want it to start with %q", d.OS.Cmdline, want)
+	}
+	for _, a := range wantArgs {
+		if !slices.Contains(args, a) {
+			t.Errorf("describe() cmdline = %q, want %s in it", d.OS.Cmdline, a)
 		}
-		for _, w := range tt.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("qemuDriver.domain(%s) = %q, want it to name %q", tt.name, err, w)
-			}
-		}
+	}
+	if slices.Contains(args, "quiet") == cfg.Debug {
+		t.Errorf("describe(debug %v) cmdline = %q, want quiet: %v", cfg.Debug, d.OS.Cmdline, !cfg.Debug)
+	}
+	// Last, so the caller's arguments win over ours.
+	if cfg.Kernel.Cmdline != "" && !strings.HasSuffix(d.OS.Cmdline, " "+cfg.Kernel.Cmdline) {
+		t.Errorf("describe() cmdline = %q, want it to end with %q", d.OS.Cmdline, cfg.Kernel.Cmdline)
+	}
+	if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, wantFS) {
+		t.Errorf("describe() filesystems = %+v, want %+v", got, wantFS)
+	}
+	if got := serialKind(d.Devices.Serials, "/state/"+consoleLog); got != wantSerial {
+		t.Errorf("describe() serial = %+v: %s, want %s", d.Devices.Serials, got, wantSerial)
+	}
+	// OpenChannel only works on a UNIX socket.
+	if c := d.Devices.Channels; len(c) != guest.AppChannels(cfg.Service != nil) || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target.VirtIO.Name != guest.AppChannel {
+		t.Errorf("describe() channels = %+v, want virtio channels on UNIX sockets, %s first", c, guest.AppChannel)
+	}
+	if b := d.Devices.MemBalloon; b == nil || b.Model != "none" {
+		t.Errorf("describe() memballoon = %+v, want model none", b)
+	}
+	if d.Memory == nil || d.Memory.Value != 700 || d.Memory.Unit != "MiB" {
+		t.Errorf("describe().Memory = %+v, want the plan's 700 MiB", d.Memory)
+	}
+	if !reflect.DeepEqual(d.SecLabel, wantSec) {
+		t.Errorf("describe(%+v).SecLabel = %+v, want %+v", cfg.Security, d.SecLabel, wantSec)
+	}
+}
+
+// serialKind tells a console's kind: a file (logPath), a pty with a log
+// (logPath), a pty alone, or nothing.
+func serialKind(s []libvirtxml.DomainSerial, logPath string) string {
+	switch {
+	case len(s) != 1 || s[0].Source == nil:
+		return fmt.Sprintf("%d serials", len(s))
+	case s[0].Source.File != nil && s[0].Source.File.Path == logPath:
+		return "file"
+	case s[0].Source.Pty != nil && s[0].Log != nil && s[0].Log.File == logPath:
+		return "pty+log"
+	case s[0].Source.Pty != nil && s[0].Log == nil:
+		return "pty"
+	case s[0].Source.Null != nil:
+		return "null"
+	}
+	return "other"
+}
+
+func TestQEMUDescribeDisks(t *testing.T) {
+	cfg := testConfig(config.QEMU, "qemu:///system")
+	cfg.RootImage = "/images/x.squashfs"
+	cfg.Mounts = []config.Mount{{Type: config.HostImage, Source: "/m.qcow2", Format: "qcow2", Target: "/m", ReadOnly: true}}
+	cfg.Disks = []config.Disk{{Tag: "data", Source: "/d.img", Format: "raw"}}
+	p := &plan{stateDir: "/state", rootImage: "/pool/rootfs-1", virtType: "qemu", shares: shares{fs: guest.NinePShares}}
+	d := roundTrip(t, qemuDriver{}.describe(cfg, p))
+	type disk struct {
+		src, format, dev, serial string
+		ro                       bool
+	}
+	var got []disk
+	for _, k := range d.Devices.Disks {
+		got = append(got, disk{k.Source.File.File, k.Driver.Type, k.Target.Dev, k.Serial, k.ReadOnly != nil})
+	}
+	want := []disk{
+		{"/pool/rootfs-1", "raw", "vda", guest.RootTag, true},
+		{"/m.qcow2", "qcow2", "vdb", guest.MountTag(0), true},
+		{"/d.img", "raw", "vdc", "data", false},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("describe() disks = %+v, want %+v", got, want)
+	}
+}
+
+func TestQEMUDescribeVirtiofs(t *testing.T) {
+	cfg := testConfig(config.QEMU, "qemu:///system")
+	p := &plan{stateDir: "/state", virtType: "qemu", shares: shares{fs: guest.VirtiofsShares, readOnlyDaemon: "/ro-virtiofsd"}}
+	d := roundTrip(t, qemuDriver{}.describe(cfg, p))
+	if m := d.MemoryBacking; m == nil || m.MemoryAccess == nil || m.MemoryAccess.Mode != "shared" {
+		t.Errorf("describe(virtiofs).MemoryBacking = %+v, want shared memory for virtiofsd", m)
+	}
+	// The config share stays 9p: a virtiofsd costs boot time.
+	want := []fsDesc{{Mount: "/", Target: guest.RootTag, Driver: "virtiofs"}, {Mount: "/state", Target: guest.ConfigTag, Driver: "path", MultiDevs: "remap", ReadOnly: true}}
+	if got := describeFS(d.Devices.Filesystems); !reflect.DeepEqual(got, want) {
+		t.Errorf("describe(virtiofs) filesystems = %+v, want %+v", got, want)
+	}
+	if !strings.Contains(d.OS.Cmdline, guest.SharesEnv+"="+guest.VirtiofsShares) {
+		t.Errorf("describe(virtiofs) cmdline = %q, want %s=%s", d.OS.Cmdline, guest.SharesEnv, guest.VirtiofsShares)
 	}
 }
 

@@ -26,31 +26,46 @@ const lxcLogConsole = "console0"
 
 func lxcAppConsole(i int) string { return fmt.Sprintf("console%d", i+1) }
 
-func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	fs, err := r.lxcBaseFilesystems()
-	if err != nil {
+// prepare makes, uploads and attaches what the container needs: the
+// skeleton root, the init on a remote host, the root image, the loop
+// devices of the disks; and it checks the host can map the images and
+// that the networks exist.
+func (lxcDriver) prepare(r *run) (*plan, error) {
+	cfg, p := r.cfg, r.basePlan()
+	var err error
+	if p.root, p.init, err = r.lxcRoot(); err != nil {
 		return nil, err
 	}
-	// The sources of the user's mounts go to their stages; the init binds
-	// them on their targets.
-	for i, m := range cfg.Mounts {
-		switch m.Type {
-		case config.HostBind:
-			fs = append(fs, bindFS(m.Source, guest.MountStage(i), m.ReadOnly))
-		case config.HostImage:
-			if m.Format == "qcow2" {
-				if err := needNBD(); err != nil {
-					return nil, err
-				}
-			}
-			fs = append(fs, imageFS(m.Source, m.Format, guest.MountStage(i), m.ReadOnly))
+	if cfg.RootImage != "" {
+		if p.rootImage, err = r.rootImage(); err != nil {
+			return nil, err
 		}
 	}
-	var hostdevs []libvirtxml.DomainHostdev
+	for _, m := range cfg.Mounts {
+		if m.Type == config.HostImage && m.Format == "qcow2" {
+			if err := needNBD(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if p.loopDevices, err = r.attachDisks(); err != nil {
+		return nil, err
+	}
+	if p.interfaces, err = r.planInterfaces(); err != nil {
+		return nil, err
+	}
+	p.memoryMiB = r.lxcMemoryMiB()
+	return p, nil
+}
+
+// attachDisks attaches each disk to a loop device, held until the run
+// ends, and records the device in what the run resolved for the init.
+func (r *run) attachDisks() ([]string, error) {
+	cfg := r.cfg
 	if cfg.Service != nil && len(cfg.Disks) > 0 {
 		return nil, errors.New("--disk: an LXC service has no launcher to hold its loop devices between start and stop: use a QEMU service")
 	}
-
+	var devices []string
 	for i := range cfg.Disks {
 		d := &cfg.Disks[i]
 		if d.Format != "raw" {
@@ -62,6 +77,26 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 		}
 		r.onCleanup(func() { f.Close() })
 		r.resolved.DiskDevices[i] = dev
+		devices = append(devices, dev)
+	}
+	return devices, nil
+}
+
+// describe is the container of cfg as p planned it.
+func (lxcDriver) describe(cfg *config.Sandbox, p *plan) *libvirtxml.Domain {
+	fs := lxcBaseFilesystems(cfg, p)
+	// The sources of the user's mounts go to their stages; the init binds
+	// them on their targets.
+	for i, m := range cfg.Mounts {
+		switch m.Type {
+		case config.HostBind:
+			fs = append(fs, bindFS(m.Source, guest.MountStage(i), m.ReadOnly))
+		case config.HostImage:
+			fs = append(fs, imageFS(m.Source, m.Format, guest.MountStage(i), m.ReadOnly))
+		}
+	}
+	var hostdevs []libvirtxml.DomainHostdev
+	for _, dev := range p.loopDevices {
 		hostdevs = append(hostdevs, libvirtxml.DomainHostdev{
 			CapsStorage: &libvirtxml.DomainHostdevCapsStorage{Source: &libvirtxml.DomainHostdevCapsStorageSource{Block: dev}},
 		})
@@ -69,21 +104,17 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	pty := func() libvirtxml.DomainConsole {
 		return libvirtxml.DomainConsole{Source: &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}}
 	}
-	ifaces, err := r.interfaces("")
-	if err != nil {
-		return nil, err
-	}
 	consoles := []libvirtxml.DomainConsole{pty()}
 	for range guest.AppChannels(cfg.Service != nil) {
 		consoles = append(consoles, pty())
 	}
-	d := baseDomain(cfg, "lxc", r.lxcMemoryMiB())
+	d := baseDomain(cfg, "lxc", p.memoryMiB)
 	d.OS = &libvirtxml.DomainOS{
 		Type:     &libvirtxml.DomainOSType{Type: "exe"},
 		Init:     guest.Init,
 		InitArgs: []string{guest.LXCArg},
 	}
-	if r.remote() {
+	if p.remote {
 		d.OS.InitEnv = []libvirtxml.DomainOSInitEnv{{Name: guest.FilesEnv, Value: guest.FilesOnChannel}}
 	}
 	// privnet: a network namespace of its own even without interfaces, so
@@ -92,10 +123,10 @@ func (lxcDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
 	d.Devices = &libvirtxml.DomainDeviceList{
 		Filesystems: fs,
 		Hostdevs:    hostdevs,
-		Interfaces:  ifaces,
+		Interfaces:  describeInterfaces(cfg, p, ""),
 		Consoles:    consoles,
 	}
-	return d, nil
+	return d
 }
 
 func (lxcDriver) openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error {
@@ -107,32 +138,34 @@ func (lxcDriver) openLog(dom *libvirt.Domain, st *libvirt.Stream) error {
 	return dom.OpenConsole(lxcLogConsole, st, 0)
 }
 
-// lxcBaseFilesystems are the container's root, its private /run, the
-// config share and the init, and a custom root on its stage. On a remote
-// host the root is the host's own / (no skeleton of ours can be made
-// there), the init is a volume and there is no config share: the run's
-// files come on the channel.
-func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
+// lxcRoot is the root libvirt is given and the init's path. On a
+// remote host the root is the host's own / (no skeleton of ours can be
+// made there) and the init is a volume.
+func (r *run) lxcRoot() (root, init string, err error) {
 	cfg := r.cfg
-	root, init := "/", r.initPath
+	root, init = "/", r.initPath
 	if (cfg.Root != "" || cfg.RootImage != "") && !r.remote() {
 		// libvirt makes a directory in the root it is given: give it a
 		// skeleton of ours, and the custom root on a stage the init
 		// switches to.
-		skel, err := skeletonRoot(r.stateDir)
-		if err != nil {
-			return nil, stateError(err)
+		if root, err = skeletonRoot(r.stateDir); err != nil {
+			return "", "", stateError(err)
 		}
-		root = skel
 	}
 	if r.remote() {
-		var err error
 		if init, err = r.uploadFile("init", r.initPath, 0o755); err != nil {
-			return nil, err
+			return "", "", err
 		}
 	}
+	return root, init, nil
+}
+
+// lxcBaseFilesystems are the container's root, its private /run, the
+// config share and the init, and a custom root on its stage. A remote
+// host has no config share: the run's files come on the channel.
+func lxcBaseFilesystems(cfg *config.Sandbox, p *plan) []libvirtxml.DomainFilesystem {
 	fs := []libvirtxml.DomainFilesystem{
-		bindFS(root, "/", true),
+		bindFS(p.root, "/", true),
 		// A private /run: the host's holds sockets a sandbox has no business
 		// reaching, and it gives the config share a place to be mounted on
 		// a read-only root.
@@ -142,24 +175,20 @@ func (r *run) lxcBaseFilesystems() ([]libvirtxml.DomainFilesystem, error) {
 			Target:     &libvirtxml.DomainFilesystemTarget{Dir: "/run"},
 		},
 	}
-	if !r.remote() {
-		fs = append(fs, bindFS(r.stateDir, guest.Dir, true))
+	if !p.remote {
+		fs = append(fs, bindFS(p.stateDir, guest.Dir, true))
 	}
-	fs = append(fs, bindFS(init, guest.Init, true))
+	fs = append(fs, bindFS(p.init, guest.Init, true))
 	if cfg.Root != "" {
 		fs = append(fs, bindFS(cfg.Root, guest.Root, true))
 	}
 	if cfg.RootImage != "" {
-		img, err := r.rootImage()
-		if err != nil {
-			return nil, err
-		}
-		fs = append(fs, imageFS(img, "raw", guest.Root, true))
+		fs = append(fs, imageFS(p.rootImage, "raw", guest.Root, true))
 	}
-	if cfg.Service != nil && !r.remote() {
-		fs = append(fs, bindFS(r.logDir, guest.Log, false))
+	if cfg.Service != nil && !p.remote {
+		fs = append(fs, bindFS(p.logDir, guest.Log, false))
 	}
-	return fs, nil
+	return fs
 }
 
 // lxcMemoryMiB is the container's memory limit: what was asked, else the

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net/url"
@@ -59,13 +60,13 @@ var fsModules = map[string][]string{
 // live, only when debugging or for a service (connect): QEMU stalls a
 // guest writing to a pty nobody has open. A remote host keeps no log of
 // ours: its console is a pty when debugging, otherwise nothing.
-func (r *run) serialConsole() libvirtxml.DomainSerial {
-	cfg, logPath := r.cfg, filepath.Join(r.stateDir, consoleLog)
+func serialConsole(cfg *config.Sandbox, p *plan) libvirtxml.DomainSerial {
+	logPath := filepath.Join(p.stateDir, consoleLog)
 	pty := &libvirtxml.DomainChardevSource{Pty: &libvirtxml.DomainChardevSourcePty{}}
 	switch {
-	case r.remote() && (cfg.Debug || cfg.Service != nil):
+	case p.remote && (cfg.Debug || cfg.Service != nil):
 		return libvirtxml.DomainSerial{Source: pty}
-	case r.remote():
+	case p.remote:
 		return libvirtxml.DomainSerial{Source: &libvirtxml.DomainChardevSource{Null: &libvirtxml.DomainChardevSourceNull{}}}
 	case cfg.Debug || cfg.Service != nil:
 		return libvirtxml.DomainSerial{
@@ -92,12 +93,12 @@ func ninePShare(src, tag string, readonly bool) libvirtxml.DomainFilesystem {
 	return f
 }
 
-// writableShare is a 9p share the sandbox writes to.
-func writableShare(src, tag string) libvirtxml.DomainFilesystem {
+// writableShare is a 9p share the sandbox writes to. squash: QEMU runs
+// as a caller other than root, and cannot give files away: new files are
+// the caller's.
+func writableShare(src, tag string, squash bool) libvirtxml.DomainFilesystem {
 	f := ninePShare(src, tag, false)
-	if os.Getuid() != 0 {
-		// QEMU runs as the caller and cannot give files away: new
-		// files are the caller's.
+	if squash {
 		f.AccessMode = "squash"
 	}
 	return f
@@ -139,37 +140,58 @@ func modulesFor(cfg *config.Sandbox, mountFS map[int]string, fs string) []string
 	return mods
 }
 
-func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error) {
-	kernPath, initrdPath, host, err := r.bootFiles()
-	if err != nil {
+// prepare finds, builds, uploads and probes what the machine needs, in
+// the order the checks of a config meet the user: the boot files and how
+// host directories are shared, the domain type, the state directory QEMU
+// must reach, the root image and the networks.
+func (qemuDriver) prepare(r *run) (*plan, error) {
+	cfg, p := r.cfg, r.basePlan()
+	var err error
+	if p.kernel, p.initrd, p.shares, err = r.bootFiles(); err != nil {
 		return nil, err
 	}
-	virtType, err := r.virtType()
-	if err != nil {
+	if p.virtType, err = r.virtType(); err != nil {
 		return nil, err
 	}
-	mem := cfg.Kernel.MemoryMiB
-	if mem == 0 {
-		mem = defaultMemoryMiB
-	}
-	d := baseDomain(cfg, virtType, mem)
-	d.OS = &libvirtxml.DomainOS{
-		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
-		Kernel:  kernPath,
-		Initrd:  initrdPath,
-		Cmdline: strings.Join(kernelCmdline(cfg, r.remote(), host.fs), " "),
-	}
-	if host.fs == guest.VirtiofsShares {
-		d.MemoryBacking = sharedMemory()
-	}
-	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
-	if virtType == "kvm" {
-		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
-	}
-	if system := strings.Contains(cfg.URI, ":///system"); !r.remote() && (system || isEmbedded(cfg.URI)) {
+	p.memoryMiB = cmp.Or(cfg.Kernel.MemoryMiB, defaultMemoryMiB)
+	if system := strings.Contains(cfg.URI, ":///system"); !p.remote && (system || isEmbedded(cfg.URI)) {
 		if err := checkQEMUStateDir(system); err != nil {
 			return nil, err
 		}
+		p.runAs = &owner{uid: os.Getuid(), gid: os.Getgid()}
+	}
+	if cfg.RootImage != "" {
+		if p.rootImage, err = r.rootImage(); err != nil {
+			return nil, err
+		}
+	}
+	if p.interfaces, err = r.planInterfaces(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// describe is the machine of cfg as p planned it.
+func (qemuDriver) describe(cfg *config.Sandbox, p *plan) *libvirtxml.Domain {
+	d := baseDomain(cfg, p.virtType, p.memoryMiB)
+	cmdline := kernelCmdline(cfg, p.remote, p.shares.fs)
+	if p.template {
+		cmdline = append(cmdline, templateTag)
+	}
+	d.OS = &libvirtxml.DomainOS{
+		Type:    &libvirtxml.DomainOSType{Arch: "x86_64", Type: "hvm"},
+		Kernel:  p.kernel,
+		Initrd:  p.initrd,
+		Cmdline: strings.Join(cmdline, " "),
+	}
+	if p.shares.fs == guest.VirtiofsShares {
+		d.MemoryBacking = sharedMemory()
+	}
+	d.Features = &libvirtxml.DomainFeatureList{ACPI: &libvirtxml.DomainFeature{}}
+	if p.virtType == "kvm" {
+		d.CPU = &libvirtxml.DomainCPU{Mode: "host-passthrough"}
+	}
+	if p.runAs != nil {
 		// QEMU would run as libvirt-qemu and meet the shares as a stranger:
 		// run it as the caller, so file access is the caller's. libvirt
 		// must relabel, or QEMU cannot read libvirt's own files for it.
@@ -177,13 +199,11 @@ func (qemuDriver) domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error
 		// uid means nothing there.
 		d.SecLabel = append(d.SecLabel, libvirtxml.DomainSecLabel{
 			Type: "static", Model: "dac", Relabel: "yes",
-			Label: fmt.Sprintf("+%d:+%d", os.Getuid(), os.Getgid()),
+			Label: fmt.Sprintf("+%d:+%d", p.runAs.uid, p.runAs.gid),
 		})
 	}
-	if d.Devices, err = r.qemuDevices(host); err != nil {
-		return nil, err
-	}
-	return d, nil
+	d.Devices = qemuDevices(cfg, p)
+	return d
 }
 
 // bootFiles finds the kernel and its modules, builds the initrd (or finds
@@ -245,7 +265,7 @@ func (r *run) hostShares(tree *kmod.Tree) (shares, error) {
 		return shares{}, err
 	}
 	r.debugf("host directories shared by %s", fs)
-	return shares{fs: fs, readOnlyDaemon: readOnlyDaemon}, nil
+	return shares{fs: fs, readOnlyDaemon: readOnlyDaemon, squash: os.Getuid() != 0}, nil
 }
 
 // kernelCmdline is the guest kernel's command line; arguments of the form
@@ -292,20 +312,44 @@ func (r *run) virtType() (string, error) {
 
 // qemuDevices are the machine's devices: the shares, disks, interfaces,
 // consoles and channels.
-func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
-	cfg := r.cfg
+func qemuDevices(cfg *config.Sandbox, p *plan) *libvirtxml.DomainDeviceList {
+	filesystems, disks := qemuStorage(cfg, p)
+	channels := appChannels(cfg, p.stateDir, p.remote)
+	if p.template {
+		channels = append(channels, runChannel(p.stateDir))
+	}
+	return &libvirtxml.DomainDeviceList{
+		Interfaces:  describeInterfaces(cfg, p, "virtio"),
+		Filesystems: filesystems,
+		Disks:       disks,
+		Serials:     []libvirtxml.DomainSerial{serialConsole(cfg, p)},
+		Channels:    channels,
+		MemBalloon:  &libvirtxml.DomainMemBalloon{Model: "none"},
+		RNGs: []libvirtxml.DomainRNG{{
+			Model:   "virtio",
+			Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
+		}},
+		// Nothing to plug in: each device costs boot time.
+		Controllers: []libvirtxml.DomainController{{Type: "usb", Model: "none"}},
+	}
+}
+
+// qemuStorage are the machine's shares and disks: the root (shared, or
+// the root image's disk), the config share, the user's mounts and disks,
+// and a service's log share.
+func qemuStorage(cfg *config.Sandbox, p *plan) ([]libvirtxml.DomainFilesystem, []libvirtxml.DomainDisk) {
 	root := cfg.Root
 	if root == "" {
 		root = "/"
 	}
 	var filesystems []libvirtxml.DomainFilesystem
 	if cfg.RootImage == "" {
-		filesystems = append(filesystems, host.share(root, guest.RootTag, true, true))
+		filesystems = append(filesystems, p.shares.share(root, guest.RootTag, true, true))
 	}
-	if !r.remote() {
+	if !p.remote {
 		// The config share is read once, and stays 9p: a virtiofsd
 		// costs boot time.
-		filesystems = append(filesystems, ninePShare(r.stateDir, guest.ConfigTag, true))
+		filesystems = append(filesystems, ninePShare(p.stateDir, guest.ConfigTag, true))
 	}
 	var disks []libvirtxml.DomainDisk
 	blk := func(src, format, serial string, readonly bool) {
@@ -322,16 +366,12 @@ func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 		disks = append(disks, disk)
 	}
 	if cfg.RootImage != "" {
-		img, err := r.rootImage()
-		if err != nil {
-			return nil, err
-		}
-		blk(img, "raw", guest.RootTag, true)
+		blk(p.rootImage, "raw", guest.RootTag, true)
 	}
 	for i, m := range cfg.Mounts {
 		switch m.Type {
 		case config.HostBind:
-			filesystems = append(filesystems, host.share(m.Source, guest.MountTag(i), m.ReadOnly, false))
+			filesystems = append(filesystems, p.shares.share(m.Source, guest.MountTag(i), m.ReadOnly, false))
 		case config.HostImage:
 			blk(m.Source, m.Format, guest.MountTag(i), m.ReadOnly)
 		}
@@ -339,27 +379,10 @@ func (r *run) qemuDevices(host shares) (*libvirtxml.DomainDeviceList, error) {
 	for _, dk := range cfg.Disks {
 		blk(dk.Source, dk.Format, dk.Tag, false)
 	}
-	if cfg.Service != nil && !r.remote() {
-		filesystems = append(filesystems, writableShare(r.logDir, guest.LogTag))
+	if cfg.Service != nil && !p.remote {
+		filesystems = append(filesystems, writableShare(p.logDir, guest.LogTag, p.shares.squash))
 	}
-	ifaces, err := r.interfaces("virtio")
-	if err != nil {
-		return nil, err
-	}
-	return &libvirtxml.DomainDeviceList{
-		Interfaces:  ifaces,
-		Filesystems: filesystems,
-		Disks:       disks,
-		Serials:     []libvirtxml.DomainSerial{r.serialConsole()},
-		Channels:    appChannels(cfg, r.stateDir, r.remote()),
-		MemBalloon:  &libvirtxml.DomainMemBalloon{Model: "none"},
-		RNGs: []libvirtxml.DomainRNG{{
-			Model:   "virtio",
-			Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}},
-		}},
-		// Nothing to plug in: each device costs boot time.
-		Controllers: []libvirtxml.DomainController{{Type: "usb", Model: "none"}},
-	}, nil
+	return filesystems, disks
 }
 
 // appChannels are the machine's app channels: virtio-serial ports on UNIX

@@ -52,8 +52,13 @@ var ErrDetached = errors.New("detached: the sandbox was destroyed")
 
 // driver is what differs between LXC and QEMU sandboxes.
 type driver interface {
-	// domain builds the domain, preparing what it needs in the run's state.
-	domain(cfg *config.Sandbox, r *run) (*libvirtxml.Domain, error)
+	// prepare does all the I/O the run's domain needs (finds, makes,
+	// uploads, attaches, probes; clean-ups go on the run's stack) and
+	// returns what it resolved.
+	prepare(r *run) (*plan, error)
+	// describe is the domain of cfg as p planned it: pure, it touches
+	// nothing.
+	describe(cfg *config.Sandbox, p *plan) *libvirtxml.Domain
 	// openChannel opens app channel i; libvirt refuses one that another
 	// client has open.
 	openChannel(dom *libvirt.Domain, i int, st *libvirt.Stream) error
@@ -312,7 +317,7 @@ func (r *run) reclaim() error {
 // else as a transient domain. START_AUTODESTROY ties its life to our
 // connection, so a launcher that is killed leaves no domain behind.
 func (r *run) start() error {
-	d, err := r.domain()
+	d, p, err := r.domain()
 	if err != nil {
 		return err
 	}
@@ -320,7 +325,7 @@ func (r *run) start() error {
 		if r.cfg.Driver == config.QEMU {
 			r.debugf("booting cold: %s", why)
 		}
-	} else if started, err := r.startFromTemplate(d); started || err != nil {
+	} else if started, err := r.startFromTemplate(d, p); started || err != nil {
 		return err
 	}
 	xml, err := d.Marshal()
@@ -350,17 +355,17 @@ func (r *run) start() error {
 	return nil
 }
 
-// domain builds the domain for the config and saves the config, with what
-// was resolved for the run, into the config share.
-func (r *run) domain() (*libvirtxml.Domain, error) {
-	d, err := r.drv.domain(r.cfg, r)
+// domain prepares the run's plan, describes its domain and saves the
+// config, with what was resolved for the run, into the config share.
+func (r *run) domain() (*libvirtxml.Domain, *plan, error) {
+	p, err := r.drv.prepare(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := r.cfg.Save(filepath.Join(r.stateDir, guest.ConfigFile), &r.resolved); err != nil {
-		return nil, stateError(err)
+		return nil, nil, stateError(err)
 	}
-	return d, nil
+	return r.drv.describe(r.cfg, p), p, nil
 }
 
 func (r *run) setDomain(dom *libvirt.Domain) {

@@ -105,7 +105,7 @@ func (r *run) define() error {
 	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
 		return fmt.Errorf("log directory: %w", err)
 	}
-	d, err := r.domain()
+	d, _, err := r.domain()
 	if err != nil {
 		return err
 	}

@@ -82,19 +82,20 @@ func unsavable(d *libvirtxml.Domain) string {
 	return ""
 }
 
-// asTemplate is the run's machine d as a template's: its init waits for
-// the run on the run channel.
-func asTemplate(d *libvirtxml.Domain, stateDir string) (*libvirtxml.Domain, error) {
-	t, err := copyDomain(d)
-	if err != nil {
-		return nil, err
-	}
-	t.OS.Cmdline += " " + templateTag
-	t.Devices.Channels = append(t.Devices.Channels, libvirtxml.DomainChannel{
+// runChannel is the run channel of a template's machine whose state
+// directory is stateDir: its init waits there for the run.
+func runChannel(stateDir string) libvirtxml.DomainChannel {
+	return libvirtxml.DomainChannel{
 		Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: runSocket(stateDir)}},
 		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: guest.RunChannel}},
-	})
-	return t, nil
+	}
+}
+
+// asTemplate is the machine of plan p as a template's (plan.template).
+func (r *run) asTemplate(p *plan) *libvirtxml.Domain {
+	tp := *p
+	tp.template = true
+	return r.drv.describe(r.cfg, &tp)
 }
 
 func copyDomain(d *libvirtxml.Domain) (*libvirtxml.Domain, error) {
@@ -206,19 +207,16 @@ func (r *run) sweepSlots(dir string) {
 	}
 }
 
-// startFromTemplate starts the run's machine d from a template, building
-// the template's slot first when it has none saved. It tells whether it
-// did; when not, the machine boots cold.
-func (r *run) startFromTemplate(d *libvirtxml.Domain) (bool, error) {
+// startFromTemplate starts the run's machine d, of plan p, from a
+// template, building the template's slot first when it has none saved.
+// It tells whether it did; when not, the machine boots cold.
+func (r *run) startFromTemplate(d *libvirtxml.Domain, p *plan) (bool, error) {
 	if why := unsavable(d); why != "" {
 		r.debugf("booting cold: %s", why)
 		return false, nil
 	}
 	t := time.Now()
-	tpl, err := asTemplate(d, r.stateDir)
-	if err != nil {
-		return false, err
-	}
+	tpl := r.asTemplate(p)
 	hv, err := r.conn.GetVersion()
 	if err != nil {
 		return false, libvirtError("asking QEMU's version", err)

@@ -11,66 +11,54 @@ import (
 	"github.com/virt-sandbox/virt-sandbox/config/guest"
 )
 
-// runDomain is a QEMU sandbox's machine as a run with state directory
-// stateDir and root share root would have it.
-func runDomain(name, uuid, stateDir, root string, memMiB uint) *libvirtxml.Domain {
-	return &libvirtxml.Domain{
-		Type: "qemu", Name: name, UUID: uuid,
-		Memory: &libvirtxml.DomainMemory{Value: memMiB, Unit: "MiB"},
-		OS:     &libvirtxml.DomainOS{Kernel: "/k", Initrd: "/i", Cmdline: "console=ttyS0"},
-		Devices: &libvirtxml.DomainDeviceList{
-			Filesystems: []libvirtxml.DomainFilesystem{ninePShare(root, guest.RootTag, true), ninePShare(stateDir, guest.ConfigTag, true)},
-			Serials: []libvirtxml.DomainSerial{{
-				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: stateDir + "/console.log"}},
-			}},
-			Channels: appChannels(&config.Sandbox{}, stateDir, false),
-		},
-	}
+// runDomain is a QEMU sandbox's machine as describe makes it for a run
+// with state directory stateDir and root root (template: a template's).
+func runDomain(name, uuid, stateDir, root string, memMiB uint64, template bool) *libvirtxml.Domain {
+	cfg := testConfig(config.QEMU, "qemu:///session")
+	cfg.Name, cfg.UUID, cfg.Root = name, uuid, root
+	p := &plan{stateDir: stateDir, memoryMiB: memMiB, kernel: "/k", initrd: "/i", virtType: "qemu", shares: shares{fs: guest.NinePShares}, template: template}
+	return qemuDriver{}.describe(cfg, p)
 }
 
 func TestTemplateKey(t *testing.T) {
 	key := func(d *libvirtxml.Domain, versions string) string {
 		t.Helper()
-		tpl, err := asTemplate(d, "/run/x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := templateKey(tpl, versions)
+		k, err := templateKey(d, versions)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return k
 	}
-	base := key(runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "/", 512), "v1")
+	base := key(runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "", 512, true), "v1")
 	for _, c := range []struct {
 		name string
 		d    *libvirtxml.Domain
 		vers string
 		same bool
 	}{
-		{"another run: name, UUID, state directory, root", runDomain("sandbox-b", "22222222-2222-4222-8222-222222222222", "/run/virt-sandbox/sandbox-b", "/srv/root", 512), "v1", true},
-		{"more memory", runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "/", 1024), "v1", false},
-		{"another QEMU", runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "/", 512), "v2", false},
+		{"another run: name, UUID, state directory, root", runDomain("sandbox-b", "22222222-2222-4222-8222-222222222222", "/run/virt-sandbox/sandbox-b", "/srv/root", 512, true), "v1", true},
+		{"more memory", runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "", 1024, true), "v1", false},
+		{"another QEMU", runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "", 512, true), "v2", false},
 	} {
 		if got := key(c.d, c.vers) == base; got != c.same {
 			t.Errorf("%s: same key = %v, want %v", c.name, got, c.same)
 		}
 	}
-	shared := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "/", 512)
-	shared.Devices.Filesystems = append(shared.Devices.Filesystems, writableShare("/data", guest.MountTag(0)))
+	shared := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "", 512, true)
+	shared.Devices.Filesystems = append(shared.Devices.Filesystems, writableShare("/data", guest.MountTag(0), false))
 	if key(shared, "v1") == base {
 		t.Error("a machine with one more share has the same key")
 	}
 }
 
-func TestAsTemplate(t *testing.T) {
-	d := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "/", 512)
-	tpl, err := asTemplate(d, "/run/s")
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestTemplateDescribe(t *testing.T) {
+	d := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "", 512, false)
+	tpl := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "", 512, true)
 	if !strings.HasSuffix(tpl.OS.Cmdline, " "+templateTag) || strings.Contains(d.OS.Cmdline, templateTag) {
 		t.Errorf("template cmdline %q, run's %q: want the tag on the template's only", tpl.OS.Cmdline, d.OS.Cmdline)
+	}
+	if strings.TrimSuffix(tpl.OS.Cmdline, " "+templateTag) != d.OS.Cmdline {
+		t.Errorf("template cmdline %q, run's %q: want the run's and the tag", tpl.OS.Cmdline, d.OS.Cmdline)
 	}
 	chans := tpl.Devices.Channels
 	if len(chans) != len(d.Devices.Channels)+1 {
@@ -133,7 +121,7 @@ func TestTemplateRefusal(t *testing.T) {
 }
 
 func TestUnsavable(t *testing.T) {
-	d := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "/", 512)
+	d := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/s", "", 512, false)
 	if why := unsavable(d); why != "" {
 		t.Errorf("9p shares: unsavable = %q, want none", why)
 	}

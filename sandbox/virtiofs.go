@@ -75,6 +75,8 @@ type shares struct {
 	fs string
 	// readOnlyDaemon is the path of readOnlyVirtiofsd.
 	readOnlyDaemon string
+	// squash: writable 9p shares squash ownership (writableShare).
+	squash bool
 }
 
 // share is the export of the host directory src under tag. A lasting
@@ -85,7 +87,7 @@ func (s shares) share(src, tag string, readonly, lasting bool) libvirtxml.Domain
 		if readonly {
 			return ninePShare(src, tag, true)
 		}
-		return writableShare(src, tag)
+		return writableShare(src, tag, s.squash)
 	}
 	daemon := virtiofsd
 	if readonly {
