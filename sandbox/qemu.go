@@ -158,7 +158,11 @@ func (qemuDriver) prepare(r *run) (*plan, error) {
 		if err := checkQEMUStateDir(system); err != nil {
 			return nil, err
 		}
-		p.runAs = &owner{uid: os.Getuid(), gid: os.Getgid()}
+		// An embedded driver of a caller who is not root has no DAC
+		// driver: its QEMU is the caller's child and runs as the caller.
+		if system || os.Getuid() == 0 {
+			p.runAs = &owner{uid: os.Getuid(), gid: os.Getgid()}
+		}
 	}
 	if cfg.RootImage != "" {
 		if p.rootImage, err = r.rootImage(); err != nil {

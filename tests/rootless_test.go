@@ -96,6 +96,15 @@ func TestRootlessOneShot(t *testing.T) {
 			t.Errorf("exit %d, terminal showed %q; want 3, a /dev/pts/N and 30 100", code, out)
 		}
 	})
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		// The embedded driver in the caller's own process, with its
+		// state under a directory of the caller's.
+		root := filepath.Join(c.dir, "embed-"+randomHex(t))
+		t.Cleanup(func() { os.RemoveAll(root) })
+		r := c.run(t, nil, launcher, "-c", "qemu:///embed?root="+root, "--", "/bin/sh", "-c", `id -un; exit 4`)
+		r.want(t, 4, plainUser+"\n")
+	})
 	t.Run("user network", func(t *testing.T) { t.Parallel(); testUserNetwork(t, c) })
 	t.Run("interrupted", func(t *testing.T) { t.Parallel(); testInterrupted(t, c) })
 	t.Run("refused", func(t *testing.T) {
