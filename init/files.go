@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -83,6 +84,9 @@ func setupFiles(b *boot) error {
 		return err
 	}
 	if err := openRun(b); err != nil {
+		return err
+	}
+	if err := keepRootRun(b); err != nil {
 		return err
 	}
 	mounts := append([]config.Mount(nil), cfg.Mounts...)
@@ -219,38 +223,103 @@ func copyIncludes(b *boot) error {
 	if err != nil {
 		return err
 	}
-	src := inRun(filepath.Join(guest.Dir, guest.Includes))
-	fsys := b.ownRun.FS()
+	uid, gid := hostOwner(id, b.resolved.IDMap)
+	owner := func(fs.FileInfo) (int, int) { return uid, gid }
+	err = copyTree(b.ownRun.FS(), inRun(filepath.Join(guest.Dir, guest.Includes)), "/", owner, false)
+	if err != nil {
+		return fmt.Errorf("include %w", err)
+	}
+	return nil
+}
+
+// copyTree copies the tree src of fsys into the directory dst: directories,
+// regular files and symbolic links, owned as owner says and with their
+// modes (sticky and set-group-id bits too); other kinds of files are left
+// out. Directories dst already has are merged into, as they are; other
+// names dst has are replaced, or kept when keep says so.
+func copyTree(fsys fs.FS, src, dst string, owner func(fs.FileInfo) (uid, gid int), keep bool) error {
 	return fs.WalkDir(fsys, src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
+		if err != nil || p == src {
 			return err
 		}
-		if p == src {
-			return nil
-		}
 		rel, _ := filepath.Rel(src, p)
-		dst := filepath.Join("/", rel)
+		to := filepath.Join(dst, rel)
 		fi, err := d.Info()
 		if err != nil {
 			return err
 		}
-		switch {
-		case d.IsDir():
-			err = os.MkdirAll(dst, fi.Mode().Perm())
-		case fi.Mode()&fs.ModeSymlink != 0:
+		if old, err := os.Lstat(to); err == nil {
+			if old.IsDir() && fi.IsDir() {
+				return nil
+			}
+			if keep {
+				return skip(fi)
+			}
+			if err := os.RemoveAll(to); err != nil {
+				return err
+			}
+		}
+		switch mode := fi.Mode(); {
+		case mode.IsDir():
+			err = os.Mkdir(to, 0o700)
+		case mode&fs.ModeSymlink != 0:
 			var link string
 			if link, err = fs.ReadLink(fsys, p); err == nil {
-				err = os.Symlink(link, dst)
+				err = os.Symlink(link, to)
 			}
+		case mode.IsRegular():
+			err = copyFile(fsys, p, to, 0o600)
 		default:
-			err = copyFile(fsys, p, dst, fi.Mode().Perm())
+			return nil
+		}
+		if err == nil {
+			uid, gid := owner(fi)
+			err = os.Lchown(to, uid, gid)
+		}
+		// After the owner: chown clears the set-group-id bit.
+		if err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+			err = os.Chmod(to, fi.Mode()&(fs.ModePerm|fs.ModeSticky|fs.ModeSetgid|fs.ModeSetuid))
 		}
 		if err != nil {
-			return fmt.Errorf("include %s: %w", dst, err)
+			return fmt.Errorf("%s: %w", to, err)
 		}
-		uid, gid := hostOwner(id, b.resolved.IDMap)
-		return os.Lchown(dst, uid, gid)
+		return nil
 	})
+}
+
+// skip leaves out of a walk the entry of fi and, for a directory, its
+// children.
+func skip(fi fs.FileInfo) error {
+	if fi.IsDir() {
+		return fs.SkipDir
+	}
+	return nil
+}
+
+// fileOwner is a file's own owner, for copyTree.
+func fileOwner(fi fs.FileInfo) (uid, gid int) {
+	st := fi.Sys().(*syscall.Stat_t)
+	return int(st.Uid), int(st.Gid)
+}
+
+// keepRootRun copies what a custom root (an image's, -r DIR) has under
+// /run into the sandbox's own /run, which hides it: images make
+// directories there for their daemons (/run/nginx, /run/postgresql, often
+// reached as /var/run), and docker shows them. What the sandbox keeps in
+// its /run wins a clash of names. The root step held the root's /run
+// (b.rootRun) before it was hidden.
+func keepRootRun(b *boot) error {
+	if b.rootRun == nil {
+		return nil
+	}
+	defer b.rootRun.Close()
+	if b.cfg.Root == "" && b.cfg.RootImage == "" {
+		return nil // the host's: its /run is the host's business
+	}
+	if err := copyTree(b.rootRun.FS(), ".", "/run", fileOwner, true); err != nil {
+		return fmt.Errorf("the root's /run: %w", err)
+	}
+	return nil
 }
 
 func copyFile(fsys fs.FS, src, dst string, mode fs.FileMode) error {

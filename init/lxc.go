@@ -66,6 +66,9 @@ func enterCustomRoot(b *boot) error {
 		return err
 	}
 	b.overlaid = overlaid
+	if b.rootRun, err = os.OpenRoot(root + "/run"); err != nil {
+		return err
+	}
 	if overlaid {
 		// The overlay holds its own reference to the stage.
 		if err := unix.Unmount(guest.Root, unix.MNT_DETACH); err != nil {

@@ -36,6 +36,9 @@ type boot struct {
 	start       time.Time
 	// ownRun is the sandbox's own /run, held from before the user's mounts.
 	ownRun *os.Root
+	// rootRun is the root's own /run, which the sandbox's hides, held
+	// from before it was hidden (keepRootRun).
+	rootRun *os.Root
 	// overlaid tells that the root is a tmpfs overlay, which is made
 	// read-only again once the mounts are made, unless it is to be
 	// writable.

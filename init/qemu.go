@@ -258,6 +258,11 @@ func mountRoot(b *boot) error {
 		return err
 	}
 	b.newRoot, b.overlaid = root, overlaid
+	// Held before the sandbox's /run hides it; the config, not read yet,
+	// tells whether it is kept (keepRootRun).
+	if b.rootRun, err = os.OpenRoot(root + "/run"); err != nil {
+		return err
+	}
 	mounts := []mount{{"tmpfs", root + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"}}
 	if !filesOnChannel() {
 		mounts = append(mounts, mount{guest.ConfigTag, root + guest.Dir, "9p", unix.MS_RDONLY, ninePOpts})
