@@ -223,19 +223,26 @@ func (a *applier) findLinkTarget(name, p string) (*linkTarget, error) {
 		return nil, fmt.Errorf("hard link target %q: %w", name, err)
 	}
 	target := &linkTarget{dir: dir, base: path.Base(t)}
-	var st unix.Stat_t
-	switch err := unix.Fstatat(int(dir.Fd()), target.base, &st, unix.AT_SYMLINK_NOFOLLOW); {
-	case err == unix.ENOENT:
-		err = fmt.Errorf("%w: hard link target %q is not in the root", ErrUnsafe, name)
-	case err != nil:
-		err = fmt.Errorf("hard link target %q: %w", name, err)
-	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
-		err = fmt.Errorf("hard link target %q is a directory", name)
-	default:
-		return target, nil
+	if err := checkLinkTarget(dir, target.base, name); err != nil {
+		dir.Close()
+		return nil, err
 	}
-	dir.Close()
-	return nil, err
+	return target, nil
+}
+
+// checkLinkTarget refuses a hard link target, base in dir, that is not
+// there or is a directory.
+func checkLinkTarget(dir *os.File, base, name string) error {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == unix.ENOENT:
+		return fmt.Errorf("%w: hard link target %q is not in the root", ErrUnsafe, name)
+	case err != nil:
+		return fmt.Errorf("hard link target %q: %w", name, err)
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return fmt.Errorf("hard link target %q is a directory", name)
+	}
+	return nil
 }
 
 // clear removes whatever is at base in the directory pfd (p in the root)
