@@ -122,6 +122,8 @@ func cleanName(n string) (string, error) {
 	return p, nil
 }
 
+// entry applies one tar entry: a whiteout, or a file made in place of
+// whatever the lower layers have at its path.
 func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	p, err := cleanName(hdr.Name)
 	if err != nil {
@@ -138,59 +140,21 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	p = path.Join(parent, base)
-	switch {
-	case base == whiteoutOpaque:
-		return a.opaque(parent)
-	case strings.HasPrefix(base, whiteoutMeta) || strings.Contains("/"+p, "/"+whiteoutMeta):
-		return nil // aufs bookkeeping such as .wh..wh.plnk/, never content
-	case strings.HasPrefix(base, whiteoutPrefix):
-		return a.whiteout(parent, strings.TrimPrefix(base, whiteoutPrefix))
+	if marker, err := a.whiteoutEntry(parent, base, p); marker {
+		return err
 	}
-
-	switch hdr.Typeflag {
-	case tar.TypeReg, '\x00', tar.TypeCont, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
-	case tar.TypeChar, tar.TypeBlock:
-		if !a.privileged {
-			return nil // only root may make device nodes
-		}
-	case tar.TypeXGlobalHeader:
-		return nil
-	default:
-		return fmt.Errorf("unsupported entry type %q", hdr.Typeflag)
+	if skip, err := a.skipped(hdr.Typeflag); skip || err != nil {
+		return err
 	}
-
 	// A hard link's target is checked before anything is changed, so a
 	// refused link leaves the root as it was.
-	var target *os.File
-	var targetBase string
+	var target *linkTarget
 	if hdr.Typeflag == tar.TypeLink {
-		t, err := cleanName(hdr.Linkname)
-		if err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+		if target, err = a.findLinkTarget(hdr.Linkname, p); err != nil || target == nil {
+			return err
 		}
-		tdir, err := a.resolveDir(path.Dir(t))
-		if err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
-		}
-		if t = path.Join(tdir, path.Base(t)); t == p {
-			return nil // a link to itself is what is there already
-		}
-		if target, err = a.openDir(tdir, false); err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
-		}
-		defer target.Close()
-		targetBase = path.Base(t)
-		var st unix.Stat_t
-		switch err := unix.Fstatat(int(target.Fd()), targetBase, &st, unix.AT_SYMLINK_NOFOLLOW); {
-		case err == unix.ENOENT:
-			return fmt.Errorf("%w: hard link target %q is not in the root", ErrUnsafe, hdr.Linkname)
-		case err != nil:
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
-		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
-			return fmt.Errorf("hard link target %q is a directory", hdr.Linkname)
-		}
+		defer target.dir.Close()
 	}
-
 	pdir, err := a.openDir(parent, true)
 	if err != nil {
 		return err
@@ -198,21 +162,108 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	defer pdir.Close()
 	pfd := int(pdir.Fd())
 	a.mark(p)
+	if err := a.clear(pfd, base, p, hdr.Typeflag == tar.TypeDir); err != nil {
+		return err
+	}
+	return a.create(pfd, base, p, hdr, target, r)
+}
 
-	// Replace whatever is there without following it: a symlink from a
-	// lower layer must not redirect this entry. Directories merge.
+// whiteoutEntry applies the entry at p if it is a whiteout or other aufs
+// marker, and tells whether it was one.
+func (a *applier) whiteoutEntry(parent, base, p string) (marker bool, err error) {
+	switch {
+	case base == whiteoutOpaque:
+		return true, a.opaque(parent)
+	case strings.HasPrefix(base, whiteoutMeta) || strings.Contains("/"+p, "/"+whiteoutMeta):
+		return true, nil // aufs bookkeeping such as .wh..wh.plnk/, never content
+	case strings.HasPrefix(base, whiteoutPrefix):
+		return true, a.whiteout(parent, strings.TrimPrefix(base, whiteoutPrefix))
+	}
+	return false, nil
+}
+
+// skipped tells whether entries of type typ are left out, or refuses an
+// unsupported type.
+func (a *applier) skipped(typ byte) (bool, error) {
+	switch typ {
+	case tar.TypeReg, '\x00', tar.TypeCont, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+		return false, nil
+	case tar.TypeChar, tar.TypeBlock:
+		return !a.privileged, nil // only root may make device nodes
+	case tar.TypeXGlobalHeader:
+		return true, nil
+	}
+	return false, fmt.Errorf("unsupported entry type %q", typ)
+}
+
+// linkTarget is a hard link's target: its directory, open, and its name
+// there.
+type linkTarget struct {
+	dir  *os.File
+	base string
+}
+
+// findLinkTarget finds the target of a hard link at p to name, which must be
+// in the root already and not a directory. It is nil for a link to itself,
+// which is what is there already.
+func (a *applier) findLinkTarget(name, p string) (*linkTarget, error) {
+	t, err := cleanName(name)
+	if err != nil {
+		return nil, fmt.Errorf("hard link target %q: %w", name, err)
+	}
+	tdir, err := a.resolveDir(path.Dir(t))
+	if err != nil {
+		return nil, fmt.Errorf("hard link target %q: %w", name, err)
+	}
+	if t = path.Join(tdir, path.Base(t)); t == p {
+		return nil, nil
+	}
+	dir, err := a.openDir(tdir, false)
+	if err != nil {
+		return nil, fmt.Errorf("hard link target %q: %w", name, err)
+	}
+	target := &linkTarget{dir: dir, base: path.Base(t)}
+	if err := checkLinkTarget(dir, target.base, name); err != nil {
+		dir.Close()
+		return nil, err
+	}
+	return target, nil
+}
+
+// checkLinkTarget refuses a hard link target, base in dir, that is not
+// there or is a directory.
+func checkLinkTarget(dir *os.File, base, name string) error {
+	var st unix.Stat_t
+	switch err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == unix.ENOENT:
+		return fmt.Errorf("%w: hard link target %q is not in the root", ErrUnsafe, name)
+	case err != nil:
+		return fmt.Errorf("hard link target %q: %w", name, err)
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return fmt.Errorf("hard link target %q is a directory", name)
+	}
+	return nil
+}
+
+// clear removes whatever is at base in the directory pfd (p in the root)
+// without following it: a symlink from a lower layer must not redirect the
+// entry. A directory stays for a directory entry: directories merge.
+func (a *applier) clear(pfd int, base, p string, isDir bool) error {
 	var st unix.Stat_t
 	switch err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case err == unix.ENOENT:
+		return nil
 	case err != nil:
 		return err
-	case hdr.Typeflag == tar.TypeDir && st.Mode&unix.S_IFMT == unix.S_IFDIR:
-	default:
-		if err := a.remove(p, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
-			return err
-		}
+	case isDir && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return nil
 	}
+	return a.remove(p, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+}
 
+// create makes the entry hdr at base in the directory pfd (p in the root),
+// with its owner, mode and times; target is a hard link's.
+func (a *applier) create(pfd int, base, p string, hdr *tar.Header, target *linkTarget, r io.Reader) error {
 	mode := uint32(hdr.Mode) & 0o7777
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -237,25 +288,13 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeLink:
 		// Flags 0: a link to a symlink links the symlink, never what
 		// it points to.
-		if err := unix.Linkat(int(target.Fd()), targetBase, pfd, base, 0); err != nil {
+		if err := unix.Linkat(int(target.dir.Fd()), target.base, pfd, base, 0); err != nil {
 			return fmt.Errorf("link: %w", err)
 		}
 		return nil // the target's owner, mode and times are the link's
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
-		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if err := unix.Mknodat(pfd, base, typ|0o600, int(dev)); err != nil {
-			if err == unix.EPERM && typ != unix.S_IFIFO {
-				return nil // root in a user namespace may not make devices either
-			}
-			return fmt.Errorf("mknod: %w", err)
-		}
-		if err := a.chown(pfd, base, hdr); err != nil {
+		if made, err := a.mknod(pfd, base, mode, hdr); !made || err != nil {
 			return err
-		}
-		// Not a symlink (just made), so following is harmless.
-		if err := unix.Fchmodat(pfd, base, mode, 0); err != nil {
-			return fmt.Errorf("chmod: %w", err)
 		}
 	default: // regular file
 		if err := a.writeFile(pfd, base, mode, hdr, r); err != nil {
@@ -263,6 +302,27 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		}
 	}
 	return setTimes(pfd, base, hdr.AccessTime, hdr.ModTime)
+}
+
+// mknod makes the device node or FIFO hdr at base in the directory pfd,
+// and tells whether it did: root in a user namespace may not make devices.
+func (a *applier) mknod(pfd int, base string, mode uint32, hdr *tar.Header) (bool, error) {
+	typ := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
+	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	if err := unix.Mknodat(pfd, base, typ|0o600, int(dev)); err != nil {
+		if err == unix.EPERM && typ != unix.S_IFIFO {
+			return false, nil
+		}
+		return false, fmt.Errorf("mknod: %w", err)
+	}
+	if err := a.chown(pfd, base, hdr); err != nil {
+		return false, err
+	}
+	// Not a symlink (just made), so following is harmless.
+	if err := unix.Fchmodat(pfd, base, mode, 0); err != nil {
+		return false, fmt.Errorf("chmod: %w", err)
+	}
+	return true, nil
 }
 
 func (a *applier) writeFile(pfd int, base string, mode uint32, hdr *tar.Header, r io.Reader) error {

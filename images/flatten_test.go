@@ -392,6 +392,11 @@ func TestFlattenUnsafe(t *testing.T) {
 		name:   "hard link to a host file",
 		layers: func(string) [][]ent { return [][]ent{{hardlink("passwd", "/etc/passwd")}} },
 	}, {
+		// The target's directory is in the root, the file is not: the
+		// host's /etc/passwd must not be linked.
+		name:   "hard link to a host file whose directory the root has",
+		layers: func(string) [][]ent { return [][]ent{{dir("etc"), hardlink("passwd", "/etc/passwd")}} },
+	}, {
 		name:   "hard link with dot-dot",
 		layers: func(string) [][]ent { return [][]ent{{hardlink("s", "../outside/secret")}} },
 	}, {
@@ -597,5 +602,18 @@ func TestFlattenSymlinkLoop(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "too many levels of symbolic links") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("flattenLayers(%v) = %v, want one line about too many levels of symbolic links", l, err)
 		}
+	}
+}
+
+// TestFlattenHardLinkToDirectory: a hard link to a directory is refused
+// (not as unsafe: it names a path in the root) and makes nothing.
+func TestFlattenHardLinkToDirectory(t *testing.T) {
+	root := t.TempDir()
+	err := flatten(t, root, tarLayer(t, dir("d"), hardlink("l", "d")))
+	if err == nil || errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), `hard link target "d" is a directory`) {
+		t.Errorf("flattenLayers() = %v, want the target refused as a directory", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "l")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("l: %v, want it not made", err)
 	}
 }

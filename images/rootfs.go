@@ -280,15 +280,36 @@ func (s *Store) prune() (int64, error) {
 		return 0, err
 	}
 	defer unlock.Close()
-	imgs, err := s.List()
+	blobs, roots, err := s.inUse()
 	if err != nil {
 		return 0, err
 	}
-	used := map[string]bool{} // blob hex
-	roots := map[string]bool{}
+	var freed int64
+	for _, step := range []func() (int64, error){
+		func() (int64, error) { return s.pruneBlobs(blobs) },
+		func() (int64, error) { return s.pruneRoots(roots) },
+		s.pruneTmp,
+	} {
+		n, err := step()
+		freed += n
+		if err != nil {
+			return freed, err
+		}
+	}
+	return freed, nil
+}
+
+// inUse finds what the references use, by digest hex: the blobs (each
+// image's manifest, config and layers) and the roots (one per manifest).
+func (s *Store) inUse() (blobs, roots map[string]bool, err error) {
+	imgs, err := s.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	blobs, roots = map[string]bool{}, map[string]bool{}
 	for _, img := range imgs {
 		h := strings.TrimPrefix(img.Digest, "sha256:")
-		used[h], roots[h] = true, true
+		blobs[h], roots[h] = true, true
 		// A manifest that is missing or damaged marks nothing more: its
 		// image cannot be used anyway.
 		f, err := os.Open(s.blobPath(img.Digest))
@@ -300,13 +321,16 @@ func (s *Store) prune() (int64, error) {
 		if err != nil {
 			continue
 		}
-		used[m.Config.Digest.Hex] = true
+		blobs[m.Config.Digest.Hex] = true
 		for _, l := range m.Layers {
-			used[l.Digest.Hex] = true
+			blobs[l.Digest.Hex] = true
 		}
 	}
+	return blobs, roots, nil
+}
 
-	var freed int64
+// pruneBlobs removes the blobs not in used.
+func (s *Store) pruneBlobs(used map[string]bool) (freed int64, err error) {
 	blobs := filepath.Join(s.Dir, "blobs", "sha256")
 	ents, err := os.ReadDir(blobs)
 	if err != nil {
@@ -325,16 +349,21 @@ func (s *Store) prune() (int64, error) {
 		}
 		freed += fi.Size()
 	}
+	return freed, nil
+}
 
+// pruneRoots removes the roots not in used (with their squashfs images,
+// markers and locks) that no one holds.
+func (s *Store) pruneRoots(used map[string]bool) (freed int64, err error) {
 	rootDir := filepath.Join(s.Dir, "rootfs")
-	ents, err = os.ReadDir(rootDir)
+	ents, err := os.ReadDir(rootDir)
 	if err != nil {
-		return freed, err
+		return 0, err
 	}
 	seen := map[string]bool{}
 	for _, e := range ents {
 		h, _, _ := strings.Cut(e.Name(), ".")
-		if roots[h] || seen[h] || validDigest("sha256:"+h) != nil {
+		if used[h] || seen[h] || validDigest("sha256:"+h) != nil {
 			continue
 		}
 		seen[h] = true
@@ -344,12 +373,15 @@ func (s *Store) prune() (int64, error) {
 			return freed, err
 		}
 	}
+	return freed, nil
+}
 
-	// Whatever is in tmp belongs to an operation that died: the others
-	// hold the store lock we hold exclusively.
-	ents, err = os.ReadDir(filepath.Join(s.Dir, "tmp"))
+// pruneTmp removes whatever is in tmp: it belongs to an operation that
+// died, since the others hold the store lock prune holds exclusively.
+func (s *Store) pruneTmp() (freed int64, err error) {
+	ents, err := os.ReadDir(filepath.Join(s.Dir, "tmp"))
 	if err != nil {
-		return freed, err
+		return 0, err
 	}
 	for _, e := range ents {
 		p := filepath.Join(s.Dir, "tmp", e.Name())

@@ -75,7 +75,12 @@ func driverFor(d config.Driver) (driver, error) {
 	return nil, fmt.Errorf("%w: unknown driver %q", config.ErrInvalid, d)
 }
 
-// run is one sandbox from start to cleanup.
+// run is what one-shot runs (oneShot, oneshot.go) and services (service,
+// service.go) share: the config and its driver, the connection, the domain,
+// the state directory, the cleanup stack, and the relay of one session on
+// an app channel (a one-shot run's program; a service's execute, stop, boot
+// or log). Each owner adds the steps only it takes; the domain builders see
+// this core alone.
 type run struct {
 	cfg *config.Sandbox
 	// resolved is what prepareFiles and the driver found out or set up
@@ -93,17 +98,21 @@ type run struct {
 	// killedBy is the caller's signal that made us destroy the sandbox.
 	killedBy atomic.Int32
 	detached atomic.Bool
-	timedOut atomic.Bool
 	// notStarted is set when the init did not announce itself in time;
 	// the start deadline counts from created, when the domain was asked
 	// for (or the session began, for a running service).
 	notStarted atomic.Bool
 	created    time.Time
+	// announced, when set, is called once the init announced itself.
+	announced func()
 	// connLost is set when the connection to libvirt closed under us;
 	// channel, while the relay runs, is failed then.
 	connLost atomic.Bool
 	chanMu   sync.Mutex
 	channel  channel
+	// chanFailure, once set, fails the relay's channel, now or when it
+	// opens.
+	chanFailure error
 	// domMu guards dom against the timeout, which may fire at any step.
 	domMu sync.Mutex
 	// destroying is held while a destroy is under way, often in another
@@ -115,115 +124,6 @@ type run struct {
 	// request, for a service, is what to ask of it instead of running
 	// the configured program.
 	request *console.Request
-	// domUUID is the UUID of a machine restored from a template, whose
-	// domain is the template slot's, not the config's.
-	domUUID string
-}
-
-// domainUUID is the UUID of the run's domain.
-func (r *run) domainUUID() string {
-	if r.domUUID != "" {
-		return r.domUUID
-	}
-	return r.cfg.UUID
-}
-
-// Run starts the sandbox cfg describes, relays its program and returns the
-// program's exit status. Errors mean the program did not run to its end: a
-// *console.Failed carries its own status, anything else is a failure to
-// launch (status 125).
-func Run(cfg *config.Sandbox, stdio IO) (status int, err error) {
-	if err := cfg.Validate(); err != nil {
-		return 0, err
-	}
-	if err := checkHost(cfg); err != nil {
-		return 0, err
-	}
-	drv, err := driverFor(cfg.Driver)
-	if err != nil {
-		return 0, err
-	}
-	if isEmbedded(cfg.URI) {
-		// Before anything uses libvirt, and restored after the
-		// clean-ups, which use it too.
-		restore, err := divertEmbedLogs(cfg.URI, cfg.Debug, &stdio)
-		if err != nil {
-			return 0, err
-		}
-		defer restore()
-	}
-	r := &run{cfg: cfg, drv: drv, io: stdio, stopped: make(chan struct{})}
-	defer r.cleanup()
-	// Registered before the other clean-ups, so it runs after the domain
-	// is gone and any destroy has ended (else libvirt writes the log again).
-	r.onCleanup(func() {
-		r.destroying.Lock()
-		defer r.destroying.Unlock()
-		removeLeftovers(cfg)
-	})
-	if cfg.Timeout > 0 {
-		timer := time.AfterFunc(cfg.Timeout, func() {
-			r.timedOut.Store(true)
-			r.destroy()
-		})
-		defer timer.Stop()
-	}
-	for _, s := range []struct {
-		name string
-		do   func() error
-	}{
-		{"connect", r.connect},
-		{"state", r.prepareState},
-		{"start", r.start},
-	} {
-		t := time.Now()
-		if err := s.do(); err != nil {
-			if sig := r.killedBy.Load(); sig != 0 {
-				// Interrupted before the program ran (an upload).
-				return 128 + int(sig), nil
-			}
-			return 0, err
-		}
-		if r.timedOut.Load() {
-			r.destroy()
-			return 0, r.timeoutError()
-		}
-		r.debugf("%s: %v", s.name, time.Since(t).Round(time.Microsecond))
-	}
-	st, err := r.relay()
-	if r.connLost.Load() {
-		return 0, r.reclaim()
-	}
-	if r.timedOut.Load() {
-		return 0, r.timeoutError()
-	}
-	if r.notStarted.Load() {
-		return 0, r.notStartedError()
-	}
-	if sig := r.killedBy.Load(); sig != 0 {
-		return 128 + int(sig), nil
-	}
-	var failed *console.Failed
-	switch {
-	case errors.Is(err, console.ErrEnded):
-		// The sandbox died by itself: its log may say why.
-		r.awaitStop()
-		if reason := bootFailure(filepath.Join(r.stateDir, consoleLog)); reason != "" {
-			err = fmt.Errorf("%w: %s", err, reason)
-		}
-		return 0, err
-	case err != nil && !errors.As(err, &failed):
-		r.destroy()
-		return 0, err
-	}
-	// The init ends by itself once the host acknowledged the exit or the
-	// failure; a destroy would only be slower.
-	r.awaitStop()
-	return st.ExitCode(), err
-}
-
-func (r *run) timeoutError() error {
-	return fmt.Errorf("%w after %v: the sandbox was destroyed", ErrTimeout, r.cfg.Timeout)
 }
 
 func (r *run) debugf(format string, args ...any) {
@@ -270,89 +170,27 @@ func (r *run) lostConnection() {
 	r.failChannel(errConnLost)
 }
 
-// failChannel ends the relay on the channel, if there is one, with err.
+// failChannel ends the relay on the channel with err: the channel it has
+// open, or the one it opens next.
 func (r *run) failChannel(err error) {
 	r.chanMu.Lock()
 	defer r.chanMu.Unlock()
+	if r.chanFailure == nil {
+		r.chanFailure = err
+	}
 	if r.channel != nil {
 		r.channel.fail(err)
 	}
 }
 
-// setChannel records the relay's channel for lostConnection.
+// setChannel records the relay's channel for failChannel.
 func (r *run) setChannel(ch channel) {
 	r.chanMu.Lock()
 	defer r.chanMu.Unlock()
 	r.channel = ch
-	if ch != nil && r.connLost.Load() {
-		ch.fail(errConnLost)
+	if ch != nil && r.chanFailure != nil {
+		ch.fail(r.chanFailure)
 	}
-}
-
-// reconnectWait bounds the wait for libvirtd to come back after the
-// connection closed under a run.
-const reconnectWait = 30 * time.Second
-
-// reclaim destroys the sandbox of a run whose connection closed: the
-// domain may outlive libvirtd (a QEMU machine does, and libvirtd takes it
-// back when it restarts), and nothing must outlive the run. It reconnects
-// for a while to do so and returns the run's error.
-func (r *run) reclaim() error {
-	for deadline := time.Now().Add(reconnectWait); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		conn, err := connect(r.cfg.URI)
-		if err != nil {
-			continue
-		}
-		defer conn.Close()
-		if dom, err := conn.LookupDomainByUUIDString(r.domainUUID()); err == nil {
-			dom.Destroy()
-			dom.Free()
-		}
-		return fmt.Errorf("%w while the sandbox ran (libvirtd stopped or restarted): the sandbox was destroyed", errConnLost)
-	}
-	return fmt.Errorf("%w while the sandbox ran and libvirtd did not come back within %v: domain %s may still run", errConnLost, reconnectWait, r.cfg.Name)
-}
-
-// start starts the run's machine: from a template when it can (template.go),
-// else as a transient domain. START_AUTODESTROY ties its life to our
-// connection, so a launcher that is killed leaves no domain behind.
-func (r *run) start() error {
-	d, p, err := r.domain()
-	if err != nil {
-		return err
-	}
-	if why := templateRefusal(r.cfg); why != "" {
-		if r.cfg.Driver == config.QEMU {
-			r.debugf("booting cold: %s", why)
-		}
-	} else if started, err := r.startFromTemplate(d, p); started || err != nil {
-		return err
-	}
-	xml, err := d.Marshal()
-	if err != nil {
-		return fmt.Errorf("domain XML: %w", err)
-	}
-	if err := r.watchStop(r.cfg.UUID); err != nil {
-		return err
-	}
-	flags := libvirt.DOMAIN_START_AUTODESTROY
-	if isEmbedded(r.cfg.URI) {
-		flags = 0
-	}
-	r.created = time.Now()
-	dom, err := r.conn.DomainCreateXML(xml, flags)
-	if err != nil {
-		return libvirtError("starting the sandbox", err)
-	}
-	r.setDomain(dom)
-	if isEmbedded(r.cfg.URI) {
-		// The embedded driver runs in this process and cannot autodestroy;
-		// its QEMU is this process's child and is destroyed on every path
-		// out of Run. Registered after setDomain, so it runs before the
-		// domain is freed (libvirt logged "invalid domain pointer").
-		r.onCleanup(r.destroyIfActive)
-	}
-	return nil
 }
 
 // domain prepares the run's plan, describes its domain and saves the
@@ -434,7 +272,13 @@ func (r *run) relay() (console.Status, error) {
 		host.Files = r.runFiles()
 	}
 	done := make(chan struct{})
-	defer close(done)
+	// The relay's helpers end with done, and it returns once they have:
+	// none of them acts on the domain after the run's cleanup.
+	var helpers sync.WaitGroup
+	defer func() {
+		close(done)
+		helpers.Wait()
+	}()
 	if r.created.IsZero() {
 		r.created = time.Now()
 	}
@@ -447,10 +291,12 @@ func (r *run) relay() (console.Status, error) {
 			return
 		}
 		close(announced)
-		r.forgetConfig()
+		if r.announced != nil {
+			r.announced()
+		}
 	}
-	go r.awaitStart(announced, done)
-	go r.handleSignals(term, signals, resizes, done)
+	helpers.Go(func() { r.awaitStart(announced, done) })
+	helpers.Go(func() { r.handleSignals(term, signals, resizes, done) })
 	status, err := host.Run(channel)
 	if r.detached.Load() {
 		return status, ErrDetached
@@ -605,26 +451,23 @@ func lastLine(path string) string {
 	return ""
 }
 
-// forgetConfig removes a one-shot run's config from the state directory
-// once the init has read it: it holds the program's arguments and
-// environment, which may be secrets, and nothing reads it again.
-func (r *run) forgetConfig() {
-	if r.cfg.Service == nil {
-		os.Remove(filepath.Join(r.stateDir, guest.ConfigFile))
-	}
-}
-
-// followLog copies the sandbox's log console to stderr.
+// followLog copies the sandbox's log console to stderr until the run's
+// cleanup, which closes it and waits for the copy to end.
 func (r *run) followLog() {
 	log, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
 	if err != nil {
 		r.debugf("log console: %v", err)
 		return
 	}
+	copied := make(chan struct{})
 	go func() {
-		defer log.Close()
+		defer close(copied)
 		io.Copy(r.io.Stderr, log)
 	}()
+	r.onCleanup(func() {
+		log.Close()
+		<-copied
+	})
 }
 
 // handleSignals forwards the caller's signals to the program and destroys
@@ -649,14 +492,22 @@ func (r *run) handleSignals(t *terminal, signals chan<- syscall.Signal, resizes 
 			s, _ := sig.(syscall.Signal)
 			switch {
 			case s == syscall.SIGWINCH:
-				resizes <- t.size()
+				select {
+				case resizes <- t.size():
+				case <-done:
+					return
+				}
 			case grace != nil:
 				r.killedBy.Store(int32(s))
 				r.destroy()
 				return
 			default:
 				pending = s
-				signals <- s
+				select {
+				case signals <- s:
+				case <-done:
+					return
+				}
 				grace = time.After(Grace)
 			}
 		}
@@ -676,15 +527,6 @@ func (r *run) destroy() {
 	}
 	if err := dom.Destroy(); err != nil {
 		r.debugf("destroy: %v", err)
-	}
-}
-
-func (r *run) destroyIfActive() {
-	if r.dom == nil {
-		return
-	}
-	if active, err := r.dom.IsActive(); err == nil && active {
-		r.destroy()
 	}
 }
 
@@ -721,20 +563,6 @@ const qemuSystemLogDir = "/var/log/libvirt/qemu"
 
 // isEmbedded tells libvirt's in-process drivers (qemu:///embed?root=DIR).
 func isEmbedded(uri string) bool { return strings.Contains(uri, ":///embed") }
-
-// awaitStop waits for the domain to go away after the program ended; the
-// init ends right after the host acknowledged the exit.
-func (r *run) awaitStop() {
-	if active, err := r.dom.IsActive(); err != nil || !active {
-		return
-	}
-	select {
-	case <-r.stopped:
-	case <-time.After(stopTimeout):
-		r.debugf("the sandbox did not stop within %v; destroying it", stopTimeout)
-		r.destroy()
-	}
-}
 
 // stopTimeout bounds the wait for a sandbox to stop by itself once its
 // program has ended.

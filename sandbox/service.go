@@ -25,6 +25,9 @@ import (
 // A service is a sandbox that is kept: exactly its saved config (nothing is
 // guessed about the host), a persistent domain built from it, and a log
 // directory. The config in its directory is the config share of its domain.
+// Each command (create, start, stop, execute, ...) opens it, takes its
+// steps and closes it.
+type service struct{ *run }
 
 // errNoService is wrapped when a named service does not exist.
 var errNoService = errors.New("no such service")
@@ -53,12 +56,12 @@ func Create(cfg *config.Sandbox) (err error) {
 		return err
 	}
 	dir := serviceDir(cfg.Name)
-	r, err := newRun(cfg)
+	s, err := connectService(cfg)
 	if err != nil {
 		return err
 	}
-	defer r.cleanup()
-	if _, err := r.conn.LookupDomainByName(cfg.Name); err == nil {
+	defer s.cleanup()
+	if _, err := s.conn.LookupDomainByName(cfg.Name); err == nil {
 		return fmt.Errorf("service %q: a domain of that name exists", cfg.Name)
 	}
 	if err := os.MkdirAll(servicesDir(), 0o755); err != nil {
@@ -76,36 +79,36 @@ func Create(cfg *config.Sandbox) (err error) {
 			os.RemoveAll(LogDir(cfg.Name))
 		}
 	}()
-	r.stateDir = dir
-	if err := r.prepareFiles(); err != nil {
+	s.stateDir = dir
+	if err := s.prepareFiles(); err != nil {
 		return err
 	}
-	return r.define()
+	return s.define()
 }
 
-// newRun connects for work on a service.
-func newRun(cfg *config.Sandbox) (*run, error) {
+// connectService connects for work on the service of cfg.
+func connectService(cfg *config.Sandbox) (*service, error) {
 	drv, err := driverFor(cfg.Driver)
 	if err != nil {
 		return nil, err
 	}
-	r := &run{cfg: cfg, drv: drv, stopped: make(chan struct{}), stateDir: serviceDir(cfg.Name), logDir: LogDir(cfg.Name)}
-	if r.initPath, err = InitPath(); err != nil {
+	s := &service{&run{cfg: cfg, drv: drv, stopped: make(chan struct{}), stateDir: serviceDir(cfg.Name), logDir: LogDir(cfg.Name)}}
+	if s.initPath, err = InitPath(); err != nil {
 		return nil, err
 	}
-	if err := r.connect(); err != nil {
-		r.cleanup()
+	if err := s.connect(); err != nil {
+		s.cleanup()
 		return nil, err
 	}
-	return r, nil
+	return s, nil
 }
 
 // define (re)defines the service's persistent domain from its config.
-func (r *run) define() error {
-	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
+func (s *service) define() error {
+	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return fmt.Errorf("log directory: %w", err)
 	}
-	d, _, err := r.domain()
+	d, _, err := s.domain()
 	if err != nil {
 		return err
 	}
@@ -113,7 +116,7 @@ func (r *run) define() error {
 	if err != nil {
 		return fmt.Errorf("domain XML: %w", err)
 	}
-	dom, err := r.conn.DomainDefineXML(xml)
+	dom, err := s.conn.DomainDefineXML(xml)
 	if err != nil {
 		return libvirtError("defining the service", err)
 	}
@@ -122,7 +125,7 @@ func (r *run) define() error {
 }
 
 // openService loads a service's config and finds its domain.
-func openService(name string) (*run, error) {
+func openService(name string) (*service, error) {
 	cfg, err := config.Load(filepath.Join(serviceDir(name), guest.ConfigFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -130,34 +133,34 @@ func openService(name string) (*run, error) {
 		}
 		return nil, fmt.Errorf("service %q: %w", name, err)
 	}
-	r, err := newRun(cfg)
+	s, err := connectService(cfg)
 	if err != nil {
 		return nil, err
 	}
-	dom, err := r.conn.LookupDomainByName(name)
+	dom, err := s.conn.LookupDomainByName(name)
 	if err != nil {
-		r.cleanup()
+		s.cleanup()
 		return nil, libvirtError(fmt.Sprintf("service %q: its domain", name), err)
 	}
-	r.setDomain(dom)
-	return r, nil
+	s.setDomain(dom)
+	return s, nil
 }
 
 // withService runs f on the named service.
-func withService(name string, f func(*run) error) error {
-	r, err := openService(name)
+func withService(name string, f func(*service) error) error {
+	s, err := openService(name)
 	if err != nil {
 		return err
 	}
-	defer r.cleanup()
-	return f(r)
+	defer s.cleanup()
+	return f(s)
 }
 
 // isActive tells whether libvirt has the service's domain running.
-func (r *run) isActive() (bool, error) {
-	active, err := r.dom.IsActive()
+func (s *service) isActive() (bool, error) {
+	active, err := s.dom.IsActive()
 	if err != nil {
-		return false, libvirtError(fmt.Sprintf("service %q", r.cfg.Name), err)
+		return false, libvirtError(fmt.Sprintf("service %q", s.cfg.Name), err)
 	}
 	return active, nil
 }
@@ -168,20 +171,20 @@ var errStopped = errors.New("the service was stopped")
 
 // Start starts a stopped service.
 func Start(name string) error {
-	return withService(name, func(r *run) error {
-		r.resync()
-		if active, err := r.isActive(); err != nil || active {
+	return withService(name, func(s *service) error {
+		s.reapMissedEnd()
+		if active, err := s.isActive(); err != nil || active {
 			return cmp.Or(err, fmt.Errorf("service %q is already running", name))
 		}
-		if r.cfg.Version != config.Version {
+		if s.cfg.Version != config.Version {
 			// Its init would refuse the config, where nobody sees it.
-			return fmt.Errorf("service %q: its config is of schema version %d, made by an older build: run virt-sandbox-service upgrade %s first", name, r.cfg.Version, name)
+			return fmt.Errorf("service %q: its config is of schema version %d, made by an older build: run virt-sandbox-service upgrade %s first", name, s.cfg.Version, name)
 		}
-		if err := r.dom.Create(); err != nil {
+		if err := s.dom.Create(); err != nil {
 			return libvirtError(fmt.Sprintf("starting service %q", name), err)
 		}
-		if r.remote() {
-			return r.boot()
+		if s.remote() {
+			return s.boot()
 		}
 		return nil
 	})
@@ -190,12 +193,12 @@ func Start(name string) error {
 // boot gives a remote service's sandbox, which just started, its files
 // on its first channel: its init waits for them before it starts the
 // program.
-func (r *run) boot() error {
-	r.request = &console.Request{Boot: true}
-	r.io = IO{Stdout: io.Discard, Stderr: io.Discard}
-	if _, err := r.relay(); err != nil {
-		r.destroy()
-		return fmt.Errorf("service %q: starting: %w", r.cfg.Name, err)
+func (s *service) boot() error {
+	s.request = &console.Request{Boot: true}
+	s.io = IO{Stdout: io.Discard, Stderr: io.Discard}
+	if _, err := s.relay(); err != nil {
+		s.destroy()
+		return fmt.Errorf("service %q: starting: %w", s.cfg.Name, err)
 	}
 	return nil
 }
@@ -203,89 +206,98 @@ func (r *run) boot() error {
 // remoteLog copies a running remote service's log to w, following it until
 // ctx ends when follow: the log is kept in the sandbox, which sends it on
 // request.
-func (r *run) remoteLog(ctx context.Context, w io.Writer, follow bool) error {
+func (s *service) remoteLog(ctx context.Context, w io.Writer, follow bool) error {
 	signals := make(chan os.Signal, 1)
-	r.request = &console.Request{Log: true, Follow: follow}
-	r.io = IO{Stdout: w, Stderr: io.Discard, Signals: signals}
+	s.request = &console.Request{Log: true, Follow: follow}
+	s.io = IO{Stdout: w, Stderr: io.Discard, Signals: signals}
 	stop := context.AfterFunc(ctx, func() { signals <- syscall.SIGTERM })
 	defer stop()
-	_, err := r.relay()
+	_, err := s.relay()
 	return err
 }
 
 // keepRemoteLog appends a running remote service's log to its log file
 // here, before the sandbox and its log go.
-func (r *run) keepRemoteLog() error {
-	if err := os.MkdirAll(r.logDir, 0o755); err != nil {
+func (s *service) keepRemoteLog() error {
+	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(LogPath(r.cfg.Name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(LogPath(s.cfg.Name), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return r.remoteLog(context.Background(), f, false)
+	return s.remoteLog(context.Background(), f, false)
 }
 
 // Stop asks the service's program to end, waits up to timeout for the
 // sandbox to stop, then destroys it.
 func Stop(name string, timeout time.Duration) error {
-	return withService(name, func(r *run) error {
-		r.resync()
-		if active, err := r.isActive(); err != nil || !active {
+	return withService(name, func(s *service) error {
+		s.reapMissedEnd()
+		if active, err := s.isActive(); err != nil || !active {
 			return err
 		}
-		if err := r.watchStop(r.cfg.UUID); err != nil {
+		if err := s.watchStop(s.cfg.UUID); err != nil {
 			return err
 		}
-		if r.remote() {
-			if err := r.keepRemoteLog(); err != nil {
+		if s.remote() {
+			if err := s.keepRemoteLog(); err != nil {
 				return fmt.Errorf("service %q: keeping its log: %w", name, err)
 			}
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			r.request = &console.Request{Stop: true}
-			r.io = IO{Stdout: io.Discard, Stderr: io.Discard}
-			r.relay()
-		}()
+		relayed := s.askToStop()
 		select {
-		case <-r.stopped:
+		case <-s.stopped:
 		case <-time.After(timeout):
-			r.destroy()
+			s.destroy()
 		}
-		// The relay ends with the domain; it must not outlive the
-		// connection, which the clean-up closes.
-		select {
-		case <-done:
-		case <-time.After(stopTimeout):
-			// Its channel did not notice the domain's end.
-			r.failChannel(errStopped)
-			select {
-			case <-done:
-			case <-time.After(stopTimeout):
-				return fmt.Errorf("service %q stopped, but its channel did not close", name)
-			}
-		}
+		s.awaitRelay(relayed)
 		return nil
 	})
+}
+
+// askToStop asks the service's program to end, in a session whose relay
+// ends with the domain; relayed is closed when it has.
+func (s *service) askToStop() (relayed <-chan struct{}) {
+	s.request = &console.Request{Stop: true}
+	s.io = IO{Stdout: io.Discard, Stderr: io.Discard}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.relay()
+	}()
+	return done
+}
+
+// awaitRelay waits for the stop's relay to end: it must not outlive the
+// connection, which the clean-up closes. A channel that has not noticed
+// the domain's end within stopTimeout is failed, which ends the relay's
+// read or write on it.
+func (s *service) awaitRelay(relayed <-chan struct{}) {
+	select {
+	case <-relayed:
+		return
+	case <-time.After(stopTimeout):
+	}
+	s.failChannel(errStopped)
+	<-relayed
 }
 
 // Execute runs argv in the running service with the caller's stdio and
 // returns its exit status, as Run does for a one-shot sandbox.
 func Execute(name string, argv []string, tty bool, stdio IO) (int, error) {
 	var status int
-	err := withService(name, func(r *run) error {
-		if active, err := r.isActive(); err != nil || !active {
+	err := withService(name, func(s *service) error {
+		if active, err := s.isActive(); err != nil || !active {
 			return cmp.Or(err, fmt.Errorf("service %q is not running", name))
 		}
-		r.cfg.TTY = tty
-		r.io = stdio
-		r.request = &console.Request{Exec: argv}
-		st, err := r.relay()
+		s.cfg.TTY = tty
+		s.io = stdio
+		s.request = &console.Request{Exec: argv}
+		st, err := s.relay()
 		status = st.ExitCode()
-		if sig := r.killedBy.Load(); sig != 0 {
+		if sig := s.killedBy.Load(); sig != 0 {
 			status = 128 + int(sig)
 		}
 		return err
@@ -296,23 +308,31 @@ func Execute(name string, argv []string, tty bool, stdio IO) (int, error) {
 // Connect attaches the caller's terminal to the service program's console
 // until Ctrl-]; the service keeps running.
 func Connect(name string, stdio IO) error {
-	return withService(name, func(r *run) error {
-		if active, err := r.isActive(); err != nil || !active {
+	return withService(name, func(s *service) error {
+		if active, err := s.isActive(); err != nil || !active {
 			return cmp.Or(err, fmt.Errorf("service %q is not running", name))
 		}
-		s, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
+		cons, err := openStream(s.conn, func(st *libvirt.Stream) error { return s.drv.openLog(s.dom, st) })
 		if err != nil {
 			return libvirtError("opening the console", err)
 		}
-		defer s.Close()
 		term, err := openTerminal(stdio.Stdin, true)
 		if err != nil {
+			cons.Close()
 			return err
 		}
 		defer term.restore()
-		go io.Copy(stdio.Stdout, s)
-		go io.Copy(s, term.stdin)
+		shown := make(chan struct{})
+		go func() {
+			defer close(shown)
+			io.Copy(stdio.Stdout, cons)
+		}()
+		// Not awaited: a read of the caller's terminal cannot be ended.
+		// Once the console is closed, what it still reads is dropped.
+		go io.Copy(cons, term.stdin)
 		<-term.detach
+		cons.Close()
+		<-shown
 		return nil
 	})
 }
@@ -321,28 +341,28 @@ func Connect(name string, stdio IO) error {
 // or as this build of the tool makes it. A running service keeps running
 // and gets the new definition when next started.
 func Upgrade(name string) error {
-	return withService(name, func(r *run) error {
-		if err := r.cfg.Validate(); err != nil {
-			return fmt.Errorf("service %q: %s: %w", name, filepath.Join(r.stateDir, guest.ConfigFile), err)
+	return withService(name, func(s *service) error {
+		if err := s.cfg.Validate(); err != nil {
+			return fmt.Errorf("service %q: %s: %w", name, filepath.Join(s.stateDir, guest.ConfigFile), err)
 		}
 		// A hand edit is prepared exactly as create prepares a config:
 		// image formats and filesystems found, include files staged anew.
-		if err := os.RemoveAll(filepath.Join(r.stateDir, guest.Includes)); err != nil {
+		if err := os.RemoveAll(filepath.Join(s.stateDir, guest.Includes)); err != nil {
 			return err
 		}
-		if err := r.prepareFiles(); err != nil {
+		if err := s.prepareFiles(); err != nil {
 			return fmt.Errorf("service %q: %w", name, err)
 		}
-		return r.define()
+		return s.define()
 	})
 }
 
 // Delete removes a service: domain, config and logs. A running service is
 // refused unless force, which destroys it first.
 func Delete(name string, force bool) error {
-	return withService(name, func(r *run) error {
-		r.resync()
-		active, err := r.isActive()
+	return withService(name, func(s *service) error {
+		s.reapMissedEnd()
+		active, err := s.isActive()
 		if err != nil {
 			return err
 		}
@@ -350,12 +370,12 @@ func Delete(name string, force bool) error {
 			if !force {
 				return fmt.Errorf("service %q is running: stop it first, or delete --force", name)
 			}
-			r.destroy()
+			s.destroy()
 		}
-		if err := r.dom.Undefine(); err != nil {
+		if err := s.dom.Undefine(); err != nil {
 			return libvirtError(fmt.Sprintf("deleting service %q", name), err)
 		}
-		removeLeftovers(r.cfg)
+		removeLeftovers(s.cfg)
 		os.RemoveAll(LogDir(name))
 		return os.RemoveAll(serviceDir(name))
 	})
@@ -363,11 +383,11 @@ func Delete(name string, force bool) error {
 
 // SetAutostart makes libvirt start the service when it starts, or not.
 func SetAutostart(name string, on bool) error {
-	return withService(name, func(r *run) error {
-		if on && r.remote() {
+	return withService(name, func(s *service) error {
+		if on && s.remote() {
 			return errors.New("autostart: a service on a remote host gets its config from the launcher when it starts (virt-sandbox-service start), which a host starting it by itself cannot")
 		}
-		if err := r.dom.SetAutostart(on); err != nil {
+		if err := s.dom.SetAutostart(on); err != nil {
 			return libvirtError("autostart", err)
 		}
 		return nil
@@ -390,8 +410,8 @@ type ServiceInfo struct {
 // Status reports one service.
 func Status(name string) (ServiceInfo, error) {
 	var info ServiceInfo
-	err := withService(name, func(r *run) error {
-		info = r.info()
+	err := withService(name, func(s *service) error {
+		info = s.info()
 		return nil
 	})
 	return info, err
@@ -400,43 +420,45 @@ func Status(name string) (ServiceInfo, error) {
 // running tells whether the service runs. libvirt 9.0 now and then misses
 // an LXC container's end and still reports it running: the controller's
 // process tells.
-func (r *run) running() bool {
-	active, err := r.dom.IsActive()
-	return err == nil && active && !(r.cfg.Driver == config.LXC && !r.remote() && lxcControllerGone(r.cfg.Name))
+func (s *service) running() bool {
+	active, err := s.dom.IsActive()
+	return err == nil && active && !(s.cfg.Driver == config.LXC && !s.remote() && lxcControllerGone(s.cfg.Name))
 }
 
-// resync tells libvirt of a container's end it missed, before a command
-// that changes the service's state; status and list only read.
-func (r *run) resync() {
-	if active, err := r.dom.IsActive(); err == nil && active && !r.running() {
-		r.destroy()
+// reapMissedEnd destroys a container whose end libvirt missed (running
+// tells), so that libvirt knows it stopped. It is a step of start, stop and
+// delete, which change the service's state; status, list and logs only
+// read.
+func (s *service) reapMissedEnd() {
+	if active, err := s.dom.IsActive(); err == nil && active && !s.running() {
+		s.destroy()
 	}
 }
 
-func (r *run) info() ServiceInfo {
-	info := ServiceInfo{Name: r.cfg.Name, URI: r.cfg.URI, Command: r.cfg.Command.Argv, State: "stopped"}
-	if r.cfg.Service != nil {
-		info.Restart = r.cfg.Service.Restart
+func (s *service) info() ServiceInfo {
+	info := ServiceInfo{Name: s.cfg.Name, URI: s.cfg.URI, Command: s.cfg.Command.Argv, State: "stopped"}
+	if s.cfg.Service != nil {
+		info.Restart = s.cfg.Service.Restart
 	}
-	if r.running() {
+	if s.running() {
 		info.State = "running"
-		info.Addresses = r.addresses()
+		info.Addresses = s.addresses()
 	}
-	info.Autostart, _ = r.dom.GetAutostart()
+	info.Autostart, _ = s.dom.GetAutostart()
 	return info
 }
 
 // addresses are the IP addresses of a running sandbox: its static ones from
 // the config, and the leases of libvirt's DHCP server for the others.
-func (r *run) addresses() []string {
+func (s *service) addresses() []string {
 	var out []string
-	for _, n := range r.cfg.Networks {
+	for _, n := range s.cfg.Networks {
 		for _, a := range n.Addresses {
 			ip, _, _ := strings.Cut(a, "/")
 			out = append(out, ip)
 		}
 	}
-	ifaces, err := r.dom.ListAllInterfaceAddresses(libvirt.DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+	ifaces, err := s.dom.ListAllInterfaceAddresses(libvirt.DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
 	if err != nil {
 		return out
 	}
@@ -518,11 +540,11 @@ func remoteLogs(ctx context.Context, name string, follow bool, w io.Writer) erro
 			return err
 		}
 	}
-	return withService(name, func(r *run) error {
-		if !r.running() {
+	return withService(name, func(s *service) error {
+		if !s.running() {
 			return nil
 		}
-		return r.remoteLog(ctx, w, follow)
+		return s.remoteLog(ctx, w, follow)
 	})
 }
 

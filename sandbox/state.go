@@ -62,7 +62,7 @@ func helperPath(name string) (string, error) {
 // sandbox, so a second run under a running sandbox's name stops here. The
 // run holds a lock on it until it is removed: a directory nobody holds was
 // left by a launcher that was killed, and the next run sweeps it away.
-func (r *run) prepareState() error {
+func (r *oneShot) prepareState() error {
 	init, err := InitPath()
 	if err != nil {
 		return err

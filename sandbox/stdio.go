@@ -42,68 +42,89 @@ func (r *run) stdioHandover(channel int) (h *console.Handover, finish func(), er
 	}
 	ln.SetUnlinkOnClose(true)
 	h = &console.Handover{Listener: ln, Name: name, Timeout: r.startDeadline()}
-	var given []*os.File
-	var copies sync.WaitGroup
+	p := &handedPipes{}
 	defer func() {
 		if err != nil {
 			ln.Close()
-			for _, f := range given {
-				f.Close()
-			}
+			p.close()
 		}
 	}()
-	if f, ok := handable(r.io.Stdin); ok {
-		h.Files[0] = f
-	} else {
-		pr, pw, err := os.Pipe()
-		if err != nil {
-			return nil, nil, err
-		}
-		h.Files[0], given = pr, append(given, pr)
-		// Not awaited: the caller's stdin may never end.
-		go func() {
-			if r.io.Stdin != nil {
-				io.Copy(pw, r.io.Stdin)
-			}
-			pw.Close()
-		}()
+	if h.Files[0], err = p.input(r.io.Stdin); err != nil {
+		return nil, nil, err
 	}
 	for i, w := range []io.Writer{r.io.Stdout, r.io.Stderr} {
-		if f, ok := handable(w); ok {
-			h.Files[i+1] = f
-			continue
-		}
-		pr, pw, err := os.Pipe()
-		if err != nil {
+		if h.Files[i+1], err = p.output(w); err != nil {
 			return nil, nil, err
 		}
-		h.Files[i+1], given = pw, append(given, pw)
-		copies.Add(1)
-		go func() {
-			defer copies.Done()
-			if _, err := io.Copy(w, pr); err != nil {
-				// The caller's end broke: the program gets SIGPIPE.
-				pr.Close()
-				return
-			}
-			pr.Close()
-		}()
 	}
-	finish = func() {
-		for _, f := range given {
-			f.Close()
-		}
-		drained := make(chan struct{})
-		go func() {
-			copies.Wait()
-			close(drained)
-		}()
-		select {
-		case <-drained:
-		case <-time.After(stopTimeout):
-		}
+	return h, p.finish, nil
+}
+
+// handedPipes are the pipes handed over in place of the caller's stdio
+// where it cannot go as it is, and the copies between them and the caller.
+type handedPipes struct {
+	// given are the ends handed over, which the launcher closes.
+	given  []*os.File
+	copies sync.WaitGroup
+}
+
+// input is what the program gets for the caller's stdin.
+func (p *handedPipes) input(stdin io.Reader) (*os.File, error) {
+	if f, ok := handable(stdin); ok {
+		return f, nil
 	}
-	return h, finish, nil
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p.given = append(p.given, pr)
+	// Not awaited: the caller's stdin may never end.
+	go func() {
+		if stdin != nil {
+			io.Copy(pw, stdin)
+		}
+		pw.Close()
+	}()
+	return pr, nil
+}
+
+// output is what the program gets for the caller's w.
+func (p *handedPipes) output(w io.Writer) (*os.File, error) {
+	if f, ok := handable(w); ok {
+		return f, nil
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p.given = append(p.given, pw)
+	p.copies.Go(func() {
+		io.Copy(w, pr)
+		// Also when the caller's end broke: the program gets SIGPIPE.
+		pr.Close()
+	})
+	return pw, nil
+}
+
+func (p *handedPipes) close() {
+	for _, f := range p.given {
+		f.Close()
+	}
+}
+
+// finish, after the program's exit, closes what was handed over and
+// waits a while for the copies of its output to drain.
+func (p *handedPipes) finish() {
+	p.close()
+	drained := make(chan struct{})
+	go func() {
+		p.copies.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(stopTimeout):
+	}
 }
 
 // handable is v as a file to hand over as it is: a file that is not a

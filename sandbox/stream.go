@@ -152,6 +152,12 @@ func (s *eventStream) Read(p []byte) (int, error) {
 func (s *eventStream) Write(p []byte) (int, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return 0, errStreamClosed
+	}
 	total := 0
 	for total < len(p) {
 		n, err := s.st.Send(p[total:])
@@ -212,6 +218,10 @@ func (s *eventStream) Close() error {
 	s.closed = true
 	s.cond.Broadcast()
 	s.mu.Unlock()
+	// A Write under way returns (it sees closed); later ones do not
+	// touch the stream.
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.st.EventRemoveCallback()
 	s.st.Abort()
 	return s.st.Free()

@@ -190,7 +190,7 @@ func takeSlot(dir, key string) (*templateSlot, error) {
 // holds: a launcher killed with SIGKILL during the restore left them (a
 // restored machine cannot be autodestroyed; once the program runs, the
 // init ends it when the launcher's channel closes).
-func (r *run) sweepSlots(dir string) {
+func (r *oneShot) sweepSlots(dir string) {
 	doms, err := r.conn.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
 	if err != nil {
 		return
@@ -210,7 +210,7 @@ func (r *run) sweepSlots(dir string) {
 // startFromTemplate starts the run's machine d, of plan p, from a
 // template, building the template's slot first when it has none saved.
 // It tells whether it did; when not, the machine boots cold.
-func (r *run) startFromTemplate(d *libvirtxml.Domain, p *plan) (bool, error) {
+func (r *oneShot) startFromTemplate(d *libvirtxml.Domain, p *plan) (bool, error) {
 	if why := unsavable(d); why != "" {
 		r.debugf("booting cold: %s", why)
 		return false, nil
@@ -292,7 +292,7 @@ func trimTemplates(dir string) {
 
 // buildTemplate boots the template's machine, waits for its init to be
 // ready for a run and saves it to image, whole or not at all.
-func (r *run) buildTemplate(tpl *libvirtxml.Domain, image string) error {
+func (r *oneShot) buildTemplate(tpl *libvirtxml.Domain, image string) error {
 	xml, err := tpl.Marshal()
 	if err != nil {
 		return fmt.Errorf("domain XML: %w", err)
@@ -330,7 +330,7 @@ func (r *run) buildTemplate(tpl *libvirtxml.Domain, image string) error {
 // resume takes hold of the machine restored in slot and hands its init
 // the run. A restored machine cannot be autodestroyed: every path out of
 // Run destroys it.
-func (r *run) resume(slot *templateSlot) error {
+func (r *oneShot) resume(slot *templateSlot) error {
 	r.domUUID = slot.uuid
 	r.onCleanup(func() { removeQEMULog(r.cfg.URI, slot.name) })
 	dom, err := r.conn.LookupDomainByName(slot.name)

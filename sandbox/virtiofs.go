@@ -11,12 +11,13 @@ import (
 
 	"github.com/virt-sandbox/virt-sandbox/config"
 	"github.com/virt-sandbox/virt-sandbox/config/guest"
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // virtiofsd is the daemon QEMU 7.2 ships. It cannot serve an export
 // read-only (nor can libvirt 9.0 ask it to), so read-only shares go
 // through readOnlyVirtiofsd, which makes its source read-only host-side.
-const virtiofsd = "/usr/lib/qemu/virtiofsd"
+const virtiofsd = hostdirs.Virtiofsd
 
 // readOnlyVirtiofsd is the command libvirt runs in place of virtiofsd for
 // read-only shares (cmd/virt-sandbox-virtiofsd).

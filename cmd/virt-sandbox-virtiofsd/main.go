@@ -21,10 +21,12 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virt-sandbox/virt-sandbox/sandbox/hostdirs"
 )
 
 // virtiofsd is the daemon QEMU 7.2 ships.
-const virtiofsd = "/usr/lib/qemu/virtiofsd"
+const virtiofsd = hostdirs.Virtiofsd
 
 // exportDir is where the read-only clone is mounted, in the private
 // namespace only.

@@ -1,7 +1,8 @@
 // Package hostdirs says where virt-sandbox keeps its files on the host, by
 // one rule for every kind of file: root's in the system's directories,
 // anyone else's in their XDG base directories, as libvirt's session mode
-// keeps its own.
+// keeps its own; and where the one host program it runs from a fixed path,
+// virtiofsd, is.
 package hostdirs
 
 import (
@@ -11,6 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 )
+
+// Virtiofsd is the virtiofs daemon QEMU 7.2 ships, which read-only shares
+// run through cmd/virt-sandbox-virtiofsd and the others directly.
+const Virtiofsd = "/usr/lib/qemu/virtiofsd"
 
 // kind is one kind of file: where root keeps it, and the XDG variable and
 // the default under the home directory for anyone else.
