@@ -61,7 +61,13 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 		}
 		p, err = startOnFiles(cmd, files)
 	default:
-		p, err = startPipes(cmd)
+		var ports *console.GuestPorts
+		if g.DataPorts() {
+			if ports, err = openDataPorts(); err != nil {
+				return err
+			}
+		}
+		p, err = startPipes(cmd, ports)
 	}
 	if err != nil {
 		return execFailure(cmd.program, err)
@@ -333,11 +339,15 @@ func dropBoundingSet() error {
 }
 
 // startPipes runs the program on pipes, in its own process group so that
-// forwarded signals reach it and its children as a terminal's would.
-func startPipes(cmd *launch) (console.Program, error) {
-	var p console.Program
-	inR, inW, err := os.Pipe()
-	if err != nil {
+// forwarded signals reach it and its children as a terminal's would. With
+// data ports, the program reads the stdin port itself.
+func startPipes(cmd *launch, ports *console.GuestPorts) (console.Program, error) {
+	p := console.Program{Ports: ports}
+	var inR, inW *os.File
+	var err error
+	if ports != nil {
+		inR = ports.Stdin
+	} else if inR, inW, err = os.Pipe(); err != nil {
 		return p, err
 	}
 	outR, outW, err := os.Pipe()
@@ -358,12 +368,31 @@ func startPipes(cmd *launch) (console.Program, error) {
 		return p, err
 	}
 	pgid := cmd.Process.Pid
-	return console.Program{
-		Stdin:  inW,
-		Stdout: outR,
-		Stderr: errR,
-		Signal: func(sig syscall.Signal) { unix.Kill(-pgid, sig) },
-	}, nil
+	if inW != nil {
+		p.Stdin = inW
+	}
+	p.Stdout, p.Stderr = outR, errR
+	p.Signal = func(sig syscall.Signal) { unix.Kill(-pgid, sig) }
+	return p, nil
+}
+
+// openDataPorts opens the virtio-serial ports that carry the program's
+// stdio when the host asked for them.
+func openDataPorts() (*console.GuestPorts, error) {
+	deadline := time.Now().Add(deviceWait)
+	var f [3]*os.File
+	// The program reads its stdin port itself: read-only, so that it
+	// cannot write to the host through it.
+	for i, flag := range []int{os.O_RDONLY, os.O_WRONLY, os.O_WRONLY} {
+		var err error
+		if f[i], err = openVirtioPort(guest.DataPorts[i], flag, deadline); err != nil {
+			return nil, fmt.Errorf("stdio ports: %w", err)
+		}
+	}
+	if err := console.AwaitHost(f[0], deadline); err != nil {
+		return nil, fmt.Errorf("stdio ports: %w", err)
+	}
+	return &console.GuestPorts{Stdin: f[0], Stdout: f[1], Stderr: f[2]}, nil
 }
 
 // receiveStdio takes the program's stdio from the host's socket name in

@@ -95,7 +95,7 @@ func awaitRun(b *boot) error {
 	if os.Getenv(guest.TemplateEnv) != "1" {
 		return nil
 	}
-	port, err := openVirtioPort(guest.RunChannel, time.Now().Add(10*time.Second))
+	port, err := openVirtioPort(guest.RunChannel, os.O_RDWR, time.Now().Add(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -201,12 +201,12 @@ func addEntropy(seed []byte) error {
 // name in sysfs, as udev would; ports show up a little after the driver
 // loads.
 func openVirtioChannel(i int) (*os.File, error) {
-	return openVirtioPort(guest.AppChannelName(i), time.Now().Add(deviceWait))
+	return openVirtioPort(guest.AppChannelName(i), os.O_RDWR, time.Now().Add(deviceWait))
 }
 
-// openVirtioPort opens the virtio-serial port named name, waiting until
-// deadline for it to show up.
-func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
+// openVirtioPort opens the virtio-serial port named name with flag (O_RDWR
+// and the like), waiting until deadline for it to show up.
+func openVirtioPort(name string, flag int, deadline time.Time) (*os.File, error) {
 	return waitFor(deadline, time.Millisecond, fmt.Errorf("no virtio port named %s", name), func() (*os.File, bool, error) {
 		ports, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
 		for _, p := range ports {
@@ -214,7 +214,7 @@ func openVirtioPort(name string, deadline time.Time) (*os.File, error) {
 			if err != nil || strings.TrimSpace(string(got)) != name {
 				continue
 			}
-			f, err := os.OpenFile("/dev/"+filepath.Base(filepath.Dir(p)), os.O_RDWR, 0)
+			f, err := os.OpenFile("/dev/"+filepath.Base(filepath.Dir(p)), flag, 0)
 			if err == nil || !os.IsNotExist(err) {
 				return f, err == nil, err
 			}

@@ -350,9 +350,19 @@ func checkQEMUDomain(t *testing.T, cfg *config.Sandbox, p *plan, d *libvirtxml.D
 	if got := serialKind(d.Devices.Serials, "/state/"+consoleLog); got != wantSerial {
 		t.Errorf("describe() serial = %+v: %s, want %s", d.Devices.Serials, got, wantSerial)
 	}
-	// OpenChannel only works on a UNIX socket.
-	if c := d.Devices.Channels; len(c) != guest.AppChannels(cfg.Service != nil) || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target.VirtIO.Name != guest.AppChannel {
-		t.Errorf("describe() channels = %+v, want virtio channels on UNIX sockets, %s first", c, guest.AppChannel)
+	// OpenChannel only works on a UNIX socket. A local sandbox that is
+	// not a service has the data ports too, with a terminal or not.
+	wantChans := guest.AppChannels(cfg.Service != nil)
+	if hasDataPorts(cfg) {
+		wantChans += len(guest.DataPorts)
+	}
+	if c := d.Devices.Channels; len(c) != wantChans || c[0].Source == nil || c[0].Source.UNIX == nil || c[0].Target.VirtIO.Name != guest.AppChannel {
+		t.Errorf("describe() channels = %+v, want %d virtio channels on UNIX sockets, %s first", c, wantChans, guest.AppChannel)
+	}
+	for _, c := range d.Devices.Channels {
+		if c.Source == nil || c.Source.UNIX == nil || c.Target == nil || c.Target.VirtIO == nil {
+			t.Errorf("describe() channel = %+v, want a virtio channel on a UNIX socket", c)
+		}
 	}
 	if b := d.Devices.MemBalloon; b == nil || b.Model != "none" {
 		t.Errorf("describe() memballoon = %+v, want model none", b)

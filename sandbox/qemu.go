@@ -318,7 +318,7 @@ func (r *run) virtType() (string, error) {
 // consoles and channels.
 func qemuDevices(cfg *config.Sandbox, p *plan) *libvirtxml.DomainDeviceList {
 	filesystems, disks := qemuStorage(cfg, p)
-	channels := appChannels(cfg, p.stateDir, p.remote)
+	channels := append(appChannels(cfg, p.stateDir, p.remote), dataPorts(cfg, p.stateDir)...)
 	if p.template {
 		channels = append(channels, runChannel(p.stateDir))
 	}
@@ -409,6 +409,28 @@ func appChannels(cfg *config.Sandbox, stateDir string, remote bool) []libvirtxml
 		})
 	}
 	return chans
+}
+
+// dataPorts are the machine's data ports, on UNIX sockets in the state
+// directory, when it has them (hasDataPorts).
+func dataPorts(cfg *config.Sandbox, stateDir string) []libvirtxml.DomainChannel {
+	if !hasDataPorts(cfg) {
+		return nil
+	}
+	var chans []libvirtxml.DomainChannel
+	for i, name := range guest.DataPorts {
+		chans = append(chans, libvirtxml.DomainChannel{
+			Source: &libvirtxml.DomainChardevSource{UNIX: &libvirtxml.DomainChardevSourceUNIX{Mode: "bind", Path: dataSocket(stateDir, i)}},
+			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: name}},
+		})
+	}
+	return chans
+}
+
+// dataSocket is where QEMU listens for data port i (stdin, stdout,
+// stderr).
+func dataSocket(stateDir string, i int) string {
+	return filepath.Join(stateDir, []string{"stdin.sock", "stdout.sock", "stderr.sock"}[i])
 }
 
 // appSocket is where QEMU listens for app channel i of a machine whose

@@ -271,6 +271,14 @@ func (r *run) relay() (console.Status, error) {
 	if r.remote() && (r.request == nil || r.request.Boot) {
 		host.Files = r.runFiles()
 	}
+	if r.usesDataPorts() {
+		ports, closePorts, err := r.dialDataPorts()
+		if err != nil {
+			return console.Status{}, err
+		}
+		defer closePorts()
+		host.Ports = ports
+	}
 	done := make(chan struct{})
 	// The relay's helpers end with done, and it returns once they have:
 	// none of them acts on the domain after the run's cleanup.

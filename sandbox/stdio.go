@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/virt-sandbox/virt-sandbox/config"
+	"github.com/virt-sandbox/virt-sandbox/config/guest"
 	"github.com/virt-sandbox/virt-sandbox/sandbox/console"
 )
 
@@ -23,6 +24,39 @@ import (
 func (r *run) handsOverStdio() bool {
 	return r.cfg.Driver == config.LXC && isLocal(r.cfg.URI) && !r.cfg.TTY &&
 		(r.request == nil || len(r.request.Exec) > 0)
+}
+
+// hasDataPorts tells whether the machine has data ports: a local QEMU
+// sandbox's virtio-serial ports are sockets of ours; a remote host's are
+// not, and a service's sessions share their channels. A run with a
+// terminal has them too, unused, so that one template serves runs with
+// and without one.
+func hasDataPorts(cfg *config.Sandbox) bool {
+	return cfg.Driver == config.QEMU && isLocal(cfg.URI) && cfg.Service == nil
+}
+
+// usesDataPorts tells whether the program's stdio goes through the data
+// ports (console.HostPorts): when the machine has them and the program
+// runs on pipes.
+func (r *run) usesDataPorts() bool { return hasDataPorts(r.cfg) && !r.cfg.TTY }
+
+// dialDataPorts connects to the data ports' sockets; close closes them.
+func (r *run) dialDataPorts() (ports *console.HostPorts, close func(), err error) {
+	var conns []*net.UnixConn
+	close = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for i := range guest.DataPorts {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: dataSocket(r.stateDir, i), Net: "unix"})
+		if err != nil {
+			close()
+			return nil, nil, fmt.Errorf("opening the sandbox's stdio ports: %w", err)
+		}
+		conns = append(conns, c)
+	}
+	return &console.HostPorts{Stdin: conns[0], Stdout: conns[1], Stderr: conns[2]}, close, nil
 }
 
 // stdioHandover prepares the handover of the caller's stdio on a socket in

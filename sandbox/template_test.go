@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,6 +49,18 @@ func TestTemplateKey(t *testing.T) {
 	shared.Devices.Filesystems = append(shared.Devices.Filesystems, writableShare("/data", guest.MountTag(0), false))
 	if key(shared, "v1") == base {
 		t.Error("a machine with one more share has the same key")
+	}
+	// The data ports are guest-visible: a machine without them is
+	// another.
+	noPorts := runDomain("sandbox-a", "11111111-1111-4111-8111-111111111111", "/run/virt-sandbox/sandbox-a", "", 512, true)
+	noPorts.Devices.Channels = slices.DeleteFunc(noPorts.Devices.Channels, func(c libvirtxml.DomainChannel) bool {
+		return slices.Contains(guest.DataPorts[:], c.Target.VirtIO.Name)
+	})
+	if len(noPorts.Devices.Channels) != 2 {
+		t.Fatalf("the template without data ports has channels %+v, want the app channel and the run channel", noPorts.Devices.Channels)
+	}
+	if key(noPorts, "v1") == base {
+		t.Error("a machine without data ports has the same key")
 	}
 }
 

@@ -1,16 +1,20 @@
 package tests
 
 import (
+	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestOutputSeparationAndExitCode(t *testing.T) {
@@ -111,6 +115,55 @@ func TestManyAtOnce(t *testing.T) {
 		wg.Wait()
 		for i, r := range results {
 			r.want(t, 0, fmt.Sprintf("%d\n", i))
+		}
+	})
+}
+
+// TestStdinEnds: the program sees the end of its stdin where the caller's
+// ends, also when it is empty, and a program that never reads a stdin that
+// never ends still ends its sandbox.
+func TestStdinEnds(t *testing.T) {
+	onEachDriver(t, func(t *testing.T, uri string) {
+		r := sandbox(t, opts{stdin: strings.NewReader("abc")}, "-c", uri, "/bin/sh", "-c", "cat; echo; echo end")
+		r.want(t, 0, "abc\nend\n")
+		r = sandbox(t, opts{}, "-c", uri, "/bin/sh", "-c", "cat; echo end")
+		r.want(t, 0, "end\n")
+		// A file, not a reader: Wait would wait for a copy of it to end.
+		never, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer never.Close()
+		defer w.Close()
+		r = sandbox(t, opts{stdin: never}, "-c", uri, "/bin/sh", "-c", "echo ignored")
+		r.want(t, 0, "ignored\n")
+	})
+}
+
+// TestSignalOnPipes: a signal to the launcher reaches the program on pipes,
+// which handles it and says so on its stdout.
+func TestSignalOnPipes(t *testing.T) {
+	onEachDriver(t, func(t *testing.T, uri string) {
+		cmd := exec.Command(launcher, "-c", uri, "/bin/sh", "-c",
+			`trap 'echo got TERM; exit 5' TERM; echo ready; while :; do sleep 0.1; done`)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(3*time.Minute, func() { cmd.Process.Kill() })
+		defer timer.Stop()
+		rd := bufio.NewReader(out)
+		if line, err := rd.ReadString('\n'); line != "ready\n" {
+			t.Fatalf("read %q, %v; want ready", line, err)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		rest, _ := io.ReadAll(rd)
+		cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 5 || string(rest) != "got TERM\n" {
+			t.Errorf("after SIGTERM: exit %d, stdout %q; want exit 5, %q", code, rest, "got TERM\n")
 		}
 	})
 }

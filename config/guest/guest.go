@@ -108,6 +108,11 @@ func AppChannelName(i int) string {
 	return fmt.Sprintf("%s.%d", AppChannel, i)
 }
 
+// DataPorts name a local QEMU sandbox's data ports, the virtio-serial
+// ports that carry the program's stdin, stdout and stderr raw beside the
+// app channel, in that order.
+var DataPorts = [3]string{AppChannel + ".stdin", AppChannel + ".stdout", AppChannel + ".stderr"}
+
 // PrivateDirs are the directories every sandbox has its own of, writable,
 // hiding the host's: a tmpfs on each.
 var PrivateDirs = []string{"/tmp", "/dev/shm", "/run"}

@@ -1521,7 +1521,8 @@ func TestTypeString(t *testing.T) {
 		{0, "type(0)"},
 		{Files, "files"},
 		{FilesEnd, "files-end"},
-		{15, "type(15)"},
+		{StdinReady, "stdin-ready"},
+		{16, "type(16)"},
 		{255, "type(255)"},
 	} {
 		if got := tt.t.String(); got != tt.want {
@@ -1535,6 +1536,7 @@ func TestMessages(t *testing.T) {
 		{Version: Version},
 		{Version: Version, TTY: true, Size: WinSize{Rows: 24, Cols: 80}},
 		{Version: Version, Size: WinSize{Rows: 65535, Cols: 1}},
+		{Version: Version, DataPorts: true},
 	} {
 		if got, err := decodeHello(h.encode()); err != nil || got != h {
 			t.Errorf("decodeHello(%+v.encode()) = %+v, %v, want %+v, nil", h, got, err, h)
@@ -1544,8 +1546,15 @@ func TestMessages(t *testing.T) {
 		t.Errorf("decodeHello(version %d only) = %+v, %v, want version %d, nil", Version+1, got, err, Version+1)
 	}
 	for _, st := range []Status{{}, {Code: 1}, {Code: -1}, {Code: 1<<31 - 1}, {Code: -1 << 31}, {Signal: 9}, {Signal: 64}} {
-		if got, err := decodeStatus(st.encode()); err != nil || got != st {
-			t.Errorf("decodeStatus(%+v.encode()) = %+v, %v, want %+v, nil", st, got, err, st)
+		if got, _, err := decodeExit(encodeExit(st, nil), false); err != nil || got != st {
+			t.Errorf("decodeExit(encodeExit(%+v, nil)) = %+v, %v, want %+v, nil", st, got, err, st)
+		}
+		n := counts{stdout: 1 << 40, stderr: 7}
+		if got, gotN, err := decodeExit(encodeExit(st, &n), true); err != nil || got != st || gotN != n {
+			t.Errorf("decodeExit(encodeExit(%+v, %+v)) = %+v, %+v, %v, want %+v, %+v, nil", st, n, got, gotN, err, st, n)
+		}
+		if _, _, err := decodeExit(encodeExit(st, nil), true); !errors.Is(err, ErrFrame) {
+			t.Errorf("decodeExit of an exit without counts where data ports are used = %v, want ErrFrame", err)
 		}
 	}
 	for _, ws := range []WinSize{{}, {Rows: 1, Cols: 2}, {Rows: 65535, Cols: 65535}} {
@@ -1564,8 +1573,9 @@ func TestMessages(t *testing.T) {
 	}{
 		{"decodeHello(3 bytes)", second(decodeHello([]byte{0, 0, 0}))},
 		{"decodeHello(8 bytes)", second(decodeHello(hello{Version: Version}.encode()[:8]))},
-		{"decodeStatus(7 bytes)", second(decodeStatus(make([]byte, 7)))},
-		{"decodeStatus(9 bytes)", second(decodeStatus(make([]byte, 9)))},
+		{"decodeExit(7 bytes)", third(decodeExit(make([]byte, 7), false))},
+		{"decodeExit(9 bytes)", third(decodeExit(make([]byte, 9), false))},
+		{"decodeExit(23 bytes, ports)", third(decodeExit(make([]byte, 23), true))},
 		{"decodeWinSize(3 bytes)", second(decodeWinSize(Winsize, make([]byte, 3)))},
 		{"decodeFailed(0 bytes)", second(decodeFailed(nil))},
 		{"getU32(5 bytes)", second(getU32(StdinAck, make([]byte, 5)))},
@@ -1577,6 +1587,8 @@ func TestMessages(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+func third[T, U any](_ T, _ U, err error) error { return err }
 
 func FuzzReader(f *testing.F) {
 	f.Add([]byte{})
@@ -1629,12 +1641,21 @@ func FuzzDecode(f *testing.F) {
 		} else if !errors.Is(err, ErrFrame) {
 			t.Errorf("decodeHello(%x) = %v, want %v", p, err, ErrFrame)
 		}
-		if st, err := decodeStatus(p); err == nil {
-			if !bytes.Equal(st.encode(), p) {
-				t.Errorf("decodeStatus(%x) = %+v, which encodes as %x", p, st, st.encode())
+		for _, ports := range []bool{false, true} {
+			st, n, err := decodeExit(p, ports)
+			if err != nil {
+				if !errors.Is(err, ErrFrame) {
+					t.Errorf("decodeExit(%x, %v) = %v, want %v", p, ports, err, ErrFrame)
+				}
+				continue
 			}
-		} else if !errors.Is(err, ErrFrame) {
-			t.Errorf("decodeStatus(%x) = %v, want %v", p, err, ErrFrame)
+			var np *counts
+			if ports {
+				np = &n
+			}
+			if e := encodeExit(st, np); !bytes.Equal(e, p) {
+				t.Errorf("decodeExit(%x, %v) = %+v, %+v, which encodes as %x", p, ports, st, n, e)
+			}
 		}
 		if fl, err := decodeFailed(p); err == nil {
 			if fl.Status != int(p[0]) || fl.Message != string(p[1:]) {

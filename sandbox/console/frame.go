@@ -18,7 +18,7 @@ import (
 
 // Version is the protocol version exchanged in the handshake. Bump it whenever
 // a frame changes meaning, so a stale init is refused instead of misread.
-const Version = 4
+const Version = 5
 
 // MaxPayload bounds a frame's payload, and so the memory either end commits to
 // one frame.
@@ -50,11 +50,14 @@ const (
 	ExitAck  Type = 12 // host → guest: Exit or Failure received; the guest may end
 	Files    Type = 13 // host → guest: bytes of the run's files, a tar stream (see files.go)
 	FilesEnd Type = 14 // host → guest: the files are complete
+	// StdinReady: guest → host: the program has the stdin data port, whose
+	// host end is connected; the host may now end it (see data.go).
+	StdinReady Type = 15
 )
 
 func (t Type) String() string {
 	names := [...]string{"", "hello", "announce", "stdin", "stdin-eof", "stdin-ack", "stdout", "stderr",
-		"signal", "winsize", "exit", "failure", "exit-ack", "files", "files-end"}
+		"signal", "winsize", "exit", "failure", "exit-ack", "files", "files-end", "stdin-ready"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}

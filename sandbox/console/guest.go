@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -78,6 +79,10 @@ func (g *Guest) Files() io.Reader {
 	return &filesReader{r: g.r}
 }
 
+// DataPorts tells whether the program's stdio goes through the data ports
+// (see data.go); the init then opens them and gives them to Serve.
+func (g *Guest) DataPorts() bool { return g.hello.DataPorts }
+
 // StdioSocket names the socket in the config share where the host hands
 // over the program's stdio, or is empty: stdio goes in frames.
 func (g *Guest) StdioSocket() string { return g.hello.StdioSocket }
@@ -120,11 +125,21 @@ type Program struct {
 	// Wait returns once the program has ended and every other process that
 	// could hold its output open is gone.
 	Wait func() Status
+	// Ports, when the host asked for data ports, carry Stdout and Stderr
+	// instead of frames; the program reads Ports.Stdin itself, and Stdin
+	// is nil.
+	Ports *GuestPorts
 }
 
 // Serve relays the program's stdio until it ends, reports its status and
 // waits for the host's acknowledgement.
 func (g *Guest) Serve(p Program) error {
+	if p.Ports != nil {
+		// The program has the stdin port: the host may end it.
+		if err := g.w.Write(StdinReady, nil); err != nil {
+			return err
+		}
+	}
 	stdin := newStdinQueue()
 	acked := make(chan error, 1)
 	go func() {
@@ -136,23 +151,36 @@ func (g *Guest) Serve(p Program) error {
 	}()
 	go g.feedStdin(p.Stdin, stdin)
 
+	outs := []struct {
+		r    io.Reader
+		t    Type
+		port *os.File
+		sent *uint64
+	}{{r: p.Stdout, t: Stdout}, {r: p.Stderr, t: Stderr}}
+	var sent *counts
+	if p.Ports != nil {
+		sent = &counts{}
+		outs[0].port, outs[0].sent = p.Ports.Stdout, &sent.stdout
+		outs[1].port, outs[1].sent = p.Ports.Stderr, &sent.stderr
+	}
 	var pumps sync.WaitGroup
-	for _, out := range []struct {
-		r io.Reader
-		t Type
-	}{{p.Stdout, Stdout}, {p.Stderr, Stderr}} {
+	for _, out := range outs {
 		if out.r == nil {
 			continue
 		}
 		pumps.Add(1)
 		go func() {
 			defer pumps.Done()
+			if out.port != nil {
+				*out.sent = spliceOut(out.r, out.port)
+				return
+			}
 			g.pump(out.t, out.r)
 		}()
 	}
 	st := p.Wait()
 	pumps.Wait()
-	if err := g.w.Write(Exit, st.encode()); err != nil {
+	if err := g.w.Write(Exit, encodeExit(st, sent)); err != nil {
 		return err
 	}
 	return <-acked

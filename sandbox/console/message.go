@@ -58,6 +58,9 @@ type hello struct {
 	// Files tells that the run's files follow the hello in Files
 	// frames, for a guest that shares no filesystem with the host.
 	Files bool
+	// DataPorts says that the program's stdio goes through the data
+	// ports (data.go).
+	DataPorts bool
 }
 
 // helloExtra is the JSON part of a hello.
@@ -65,6 +68,7 @@ type helloExtra struct {
 	Request     *Request `json:"request,omitempty"`
 	StdioSocket string   `json:"stdio_socket,omitempty"`
 	Files       bool     `json:"files,omitempty"`
+	DataPorts   bool     `json:"data_ports,omitempty"`
 }
 
 func (h hello) encode() []byte {
@@ -75,7 +79,7 @@ func (h hello) encode() []byte {
 		flags |= 1
 	}
 	b = append(b, flags)
-	if extra := (helloExtra{h.Request, h.StdioSocket, h.Files}); extra != (helloExtra{}) {
+	if extra := (helloExtra{h.Request, h.StdioSocket, h.Files, h.DataPorts}); extra != (helloExtra{}) {
 		// Strings cannot fail to marshal.
 		j, _ := json.Marshal(extra)
 		b = append(b, j...)
@@ -103,7 +107,7 @@ func decodeHello(p []byte) (hello, error) {
 		if err := json.Unmarshal(p[9:], &extra); err != nil {
 			return hello{}, fmt.Errorf("%w: hello request: %v", ErrFrame, err)
 		}
-		h.Request, h.StdioSocket, h.Files = extra.Request, extra.StdioSocket, extra.Files
+		h.Request, h.StdioSocket, h.Files, h.DataPorts = extra.Request, extra.StdioSocket, extra.Files, extra.DataPorts
 	}
 	return h, nil
 }
@@ -127,11 +131,31 @@ func (s Status) encode() []byte {
 	return binary.BigEndian.AppendUint32(b, uint32(s.Signal))
 }
 
-func decodeStatus(p []byte) (Status, error) {
-	if len(p) != 8 {
-		return Status{}, fmt.Errorf("%w: exit payload has %d bytes, want 8", ErrFrame, len(p))
+// encodeExit is Exit's payload: the status, and with data ports the counts
+// of stdout and stderr bytes sent through them.
+func encodeExit(s Status, n *counts) []byte {
+	b := s.encode()
+	if n != nil {
+		b = binary.BigEndian.AppendUint64(b, n.stdout)
+		b = binary.BigEndian.AppendUint64(b, n.stderr)
 	}
-	return Status{Code: int(int32(binary.BigEndian.Uint32(p))), Signal: int(binary.BigEndian.Uint32(p[4:]))}, nil
+	return b
+}
+
+func decodeExit(p []byte, ports bool) (Status, counts, error) {
+	want := 8
+	if ports {
+		want = 24
+	}
+	if len(p) != want {
+		return Status{}, counts{}, fmt.Errorf("%w: exit payload has %d bytes, want %d", ErrFrame, len(p), want)
+	}
+	st := Status{Code: int(int32(binary.BigEndian.Uint32(p))), Signal: int(binary.BigEndian.Uint32(p[4:]))}
+	var n counts
+	if ports {
+		n = counts{binary.BigEndian.Uint64(p[8:]), binary.BigEndian.Uint64(p[16:])}
+	}
+	return st, n, nil
 }
 
 // Failed is a failure to run the program at all: the sandbox could not be set

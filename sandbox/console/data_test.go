@@ -1,0 +1,111 @@
+package console
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+)
+
+// portPair returns a UNIX socket pair as the host's end of a data port (a
+// connection, as the launcher dials QEMU's socket) and the guest's (a file,
+// as the init opens the port's device).
+func portPair(t *testing.T) (*net.UnixConn, *os.File) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf := os.NewFile(uintptr(fds[0]), "host")
+	defer hf.Close()
+	c, err := net.FileConn(hf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest := os.NewFile(uintptr(fds[1]), "guest")
+	t.Cleanup(func() {
+		c.Close()
+		guest.Close()
+	})
+	return c.(*net.UnixConn), guest
+}
+
+// TestDataPorts runs a session whose stdio goes through data ports: the
+// program reads the stdin port until the host ends it, and its output,
+// written to pipes, is spliced into the ports and read by the host in full
+// before it reports the exit.
+func TestDataPorts(t *testing.T) {
+	in, errOut := randomBytes(8<<20, 4), randomBytes(3<<20, 5)
+	var hp HostPorts
+	var gp GuestPorts
+	hin, gin := portPair(t)
+	hout, gout := portPair(t)
+	herr, gerr := portPair(t)
+	hp.Stdin, hp.Stdout, hp.Stderr = hin, hout, herr
+	gp.Stdin, gp.Stdout, gp.Stderr = gin, gout, gerr
+
+	stdout, stderr := newDigest(), newDigest()
+	h := &Host{Stdin: bytes.NewReader(in), Stdout: stdout, Stderr: stderr, Ports: &hp}
+	hc, gc := connPair(t)
+	gres := make(chan error, 1)
+	go func() {
+		g, err := Accept(gc)
+		if err != nil {
+			gres <- err
+			return
+		}
+		if !g.DataPorts() {
+			gres <- io.ErrNoProgress
+			return
+		}
+		gres <- g.Serve(pipedProgram(t, &gp, errOut))
+	}()
+	hr := within(t, "Host.Run", func() hostResult {
+		st, err := h.Run(hc)
+		return hostResult{st, err}
+	})
+	if err := within(t, "Accept+Guest.Serve", func() error { return <-gres }); err != nil {
+		t.Errorf("guest: %v", err)
+	}
+	if hr.err != nil || hr.st != (Status{Code: 3}) {
+		t.Errorf("Run() = %+v, %v, want exit 3, nil", hr.st, hr.err)
+	}
+	if got, want := stdout.String(), digestOf(in); got != want {
+		t.Errorf("stdout = %s, want %s", got, want)
+	}
+	if got, want := stderr.String(), digestOf(errOut); got != want {
+		t.Errorf("stderr = %s, want %s", got, want)
+	}
+}
+
+// pipedProgram is a program on real pipes, as the init starts one with
+// data ports: it copies the stdin port to its stdout until the end, writes
+// errOut to its stderr and exits with 3.
+func pipedProgram(t *testing.T, ports *GuestPorts, errOut []byte) Program {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan Status, 1)
+	go func() {
+		go func() {
+			errW.Write(errOut)
+			errW.Close()
+		}()
+		io.Copy(outW, ports.Stdin)
+		outW.Close()
+		done <- Status{Code: 3}
+	}()
+	return Program{
+		Stdout: outR,
+		Stderr: errR,
+		Ports:  ports,
+		Wait:   func() Status { return <-done },
+	}
+}
