@@ -63,7 +63,7 @@ func relay(b *boot, g *console.Guest, argv []string, wait func(pid int) console.
 	default:
 		var ports *console.GuestPorts
 		if g.DataPorts() {
-			if ports, err = openDataPorts(); err != nil {
+			if ports, err = openDataPorts(g); err != nil {
 				return err
 			}
 		}
@@ -377,8 +377,8 @@ func startPipes(cmd *launch, ports *console.GuestPorts) (console.Program, error)
 }
 
 // openDataPorts opens the virtio-serial ports that carry the program's
-// stdio when the host asked for them.
-func openDataPorts() (*console.GuestPorts, error) {
+// stdio when the host asked for them, and waits for the host to connect.
+func openDataPorts(g *console.Guest) (*console.GuestPorts, error) {
 	deadline := time.Now().Add(deviceWait)
 	var f [3]*os.File
 	// The program reads its stdin port itself: read-only, so that it
@@ -389,10 +389,11 @@ func openDataPorts() (*console.GuestPorts, error) {
 			return nil, fmt.Errorf("stdio ports: %w", err)
 		}
 	}
-	if err := console.AwaitHost(f[0], deadline); err != nil {
+	ports := &console.GuestPorts{Stdin: f[0], Stdout: f[1], Stderr: f[2]}
+	if err := g.OpenPorts(ports, deadline); err != nil {
 		return nil, fmt.Errorf("stdio ports: %w", err)
 	}
-	return &console.GuestPorts{Stdin: f[0], Stdout: f[1], Stderr: f[2]}, nil
+	return ports, nil
 }
 
 // receiveStdio takes the program's stdio from the host's socket name in

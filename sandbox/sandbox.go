@@ -272,12 +272,7 @@ func (r *run) relay() (console.Status, error) {
 		host.Files = r.runFiles()
 	}
 	if r.usesDataPorts() {
-		ports, closePorts, err := r.dialDataPorts()
-		if err != nil {
-			return console.Status{}, err
-		}
-		defer closePorts()
-		host.Ports = ports
+		host.DialPorts = r.dialDataPorts
 	}
 	done := make(chan struct{})
 	// The relay's helpers end with done, and it returns once they have:

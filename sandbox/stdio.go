@@ -40,10 +40,11 @@ func hasDataPorts(cfg *config.Sandbox) bool {
 // runs on pipes.
 func (r *run) usesDataPorts() bool { return hasDataPorts(r.cfg) && !r.cfg.TTY }
 
-// dialDataPorts connects to the data ports' sockets; close closes them.
-func (r *run) dialDataPorts() (ports *console.HostPorts, close func(), err error) {
+// dialDataPorts connects to the data ports' sockets, once the guest has
+// opened its ends (console.Host.DialPorts).
+func (r *run) dialDataPorts() (*console.HostPorts, error) {
 	var conns []*net.UnixConn
-	close = func() {
+	closeAll := func() {
 		for _, c := range conns {
 			c.Close()
 		}
@@ -51,12 +52,12 @@ func (r *run) dialDataPorts() (ports *console.HostPorts, close func(), err error
 	for i := range guest.DataPorts {
 		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: dataSocket(r.stateDir, i), Net: "unix"})
 		if err != nil {
-			close()
-			return nil, nil, fmt.Errorf("opening the sandbox's stdio ports: %w", err)
+			closeAll()
+			return nil, fmt.Errorf("opening the sandbox's stdio ports: %w", err)
 		}
 		conns = append(conns, c)
 	}
-	return &console.HostPorts{Stdin: conns[0], Stdout: conns[1], Stderr: conns[2]}, close, nil
+	return &console.HostPorts{Stdin: conns[0], Stdout: conns[1], Stderr: conns[2], Close: closeAll}, nil
 }
 
 // stdioHandover prepares the handover of the caller's stdio on a socket in

@@ -1521,8 +1521,9 @@ func TestTypeString(t *testing.T) {
 		{0, "type(0)"},
 		{Files, "files"},
 		{FilesEnd, "files-end"},
+		{PortsOpen, "ports-open"},
 		{StdinReady, "stdin-ready"},
-		{16, "type(16)"},
+		{17, "type(17)"},
 		{255, "type(255)"},
 	} {
 		if got := tt.t.String(); got != tt.want {

@@ -17,6 +17,14 @@ import (
 // and their bytes travel raw, without frames: the frames then carry only
 // control.
 //
+// Opening: the guest opens its ends first and says PortsOpen; only then
+// does the host connect. QEMU reads a port's socket only while the guest
+// has the port open, and it looks again only when its main loop wakes:
+// the guest's open does not wake it, a connection does. Bytes the host
+// wrote before the guest's open could wait in the socket until some
+// timer woke QEMU, which in an idle guest (a tickless kernel, a program
+// blocked on its stdin) took up to tens of seconds.
+//
 // Stdin: the program reads the stdin port itself (a port read gives one
 // page; a relay through the init cost a pipe write and a wake-up per
 // page). Its end is the host's: when the host shuts its socket for
@@ -32,14 +40,102 @@ import (
 // bytes the init moved, and the host reads them all before it reports
 // the exit.
 
-// HostPorts are the host's ends of the data ports: the sockets QEMU
-// listens on for the ports.
+// HostPorts are the host's ends of the data ports: connections to the
+// sockets QEMU listens on for the ports.
 type HostPorts struct {
 	Stdin interface {
 		io.Writer
 		CloseWrite() error
 	}
 	Stdout, Stderr io.Reader
+	// Close closes the three.
+	Close func()
+}
+
+// hostPorts is the host's side of the data ports during a run: nothing
+// until the guest says PortsOpen, then the copies.
+type hostPorts struct {
+	dial   func() (*HostPorts, error)
+	ports  *HostPorts
+	drains [2]*drain
+	// ready is closed at StdinReady: the stdin copy may end the port.
+	ready chan struct{}
+}
+
+// open connects to the ports, at the guest's PortsOpen, and starts the
+// copies: the caller's stdin into the stdin port until done, the output
+// ports to stdout and stderr.
+func (hp *hostPorts) open(stdin io.Reader, stdout, stderr *output, done <-chan struct{}) error {
+	if hp.ports != nil {
+		return fmt.Errorf("%w: a second %s from the sandbox", ErrFrame, PortsOpen)
+	}
+	ports, err := hp.dial()
+	if err != nil {
+		return err
+	}
+	hp.ports, hp.ready = ports, make(chan struct{})
+	go pumpStdinPort(stdin, ports.Stdin, hp.ready, done)
+	hp.drains = [2]*drain{newDrain(ports.Stdout, stdout), newDrain(ports.Stderr, stderr)}
+	return nil
+}
+
+// control handles the guest's PortsOpen and StdinReady, each once and in
+// that order.
+func (hp *hostPorts) control(t Type, stdin io.Reader, stdout, stderr *output, done <-chan struct{}) error {
+	if t == PortsOpen {
+		return hp.open(stdin, stdout, stderr, done)
+	}
+	if hp.ports == nil || isClosed(hp.ready) {
+		return fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
+	}
+	close(hp.ready)
+	return nil
+}
+
+// await waits for the output the guest says it sent, at its Exit.
+func (hp *hostPorts) await(n counts) error {
+	if hp.ports == nil {
+		return fmt.Errorf("%w: %s before %s", ErrFrame, Exit, PortsOpen)
+	}
+	if err := hp.drains[0].await(n.stdout); err != nil {
+		return err
+	}
+	return hp.drains[1].await(n.stderr)
+}
+
+func (hp *hostPorts) close() {
+	if hp.ports != nil {
+		hp.ports.Close()
+	}
+}
+
+// pumpStdinPort copies stdin (nil: an empty stdin) to the stdin port, and
+// at its end shuts the port's socket for writing once the guest is ready
+// for it.
+func pumpStdinPort(stdin io.Reader, port interface {
+	io.Writer
+	CloseWrite() error
+}, ready, done <-chan struct{}) {
+	if stdin != nil {
+		buf := make([]byte, drainBuffer)
+		for {
+			n, err := stdin.Read(buf)
+			if n > 0 {
+				if _, err := port.Write(buf[:n]); err != nil {
+					// The port is gone: the run is ending.
+					return
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	select {
+	case <-ready:
+		port.CloseWrite()
+	case <-done:
+	}
 }
 
 // GuestPorts are the guest's ends of the data ports: the port devices.
@@ -104,8 +200,26 @@ func (d *drain) await(n uint64) error {
 	return nil
 }
 
-// AwaitHost waits until the host end of port is connected, or deadline.
-func AwaitHost(port *os.File, deadline time.Time) error {
+// OpenPorts tells the host that the guest has opened ports, waits until
+// the host is connected to all three, or deadline, and tells the host it
+// may end the stdin port. The program must not start before: a port
+// whose host is not connected reads as ended.
+func (g *Guest) OpenPorts(ports *GuestPorts, deadline time.Time) error {
+	if err := g.w.Write(PortsOpen, nil); err != nil {
+		return err
+	}
+	for _, port := range []*os.File{ports.Stdin, ports.Stdout, ports.Stderr} {
+		if err := awaitHost(port, deadline); err != nil {
+			return err
+		}
+	}
+	return g.w.Write(StdinReady, nil)
+}
+
+// awaitHost waits until the host end of port is connected, or deadline. A
+// port hangs up (POLLHUP) while its host is not connected, and poll then
+// returns at once: so it is asked every few milliseconds.
+func awaitHost(port *os.File, deadline time.Time) error {
 	fd := int(port.Fd())
 	for {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
@@ -116,7 +230,7 @@ func AwaitHost(port *os.File, deadline time.Time) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the host did not connect")
+			return errors.New("the host did not connect to the stdio ports")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -5,8 +5,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // portPair returns a UNIX socket pair as the host's end of a data port (a
@@ -46,8 +48,18 @@ func TestDataPorts(t *testing.T) {
 	hp.Stdin, hp.Stdout, hp.Stderr = hin, hout, herr
 	gp.Stdin, gp.Stdout, gp.Stderr = gin, gout, gerr
 
+	hp.Close = func() {}
 	stdout, stderr := newDigest(), newDigest()
-	h := &Host{Stdin: bytes.NewReader(in), Stdout: stdout, Stderr: stderr, Ports: &hp}
+	// The host connects to the ports only once the guest has opened them
+	// (see data.go: QEMU would not look at bytes sent before).
+	var opened atomic.Bool
+	dial := func() (*HostPorts, error) {
+		if !opened.Load() {
+			t.Error("the host dialed the ports before the guest opened them")
+		}
+		return &hp, nil
+	}
+	h := &Host{Stdin: bytes.NewReader(in), Stdout: stdout, Stderr: stderr, DialPorts: dial}
 	hc, gc := connPair(t)
 	gres := make(chan error, 1)
 	go func() {
@@ -58,6 +70,11 @@ func TestDataPorts(t *testing.T) {
 		}
 		if !g.DataPorts() {
 			gres <- io.ErrNoProgress
+			return
+		}
+		opened.Store(true)
+		if err := g.OpenPorts(&gp, time.Now().Add(time.Minute)); err != nil {
+			gres <- err
 			return
 		}
 		gres <- g.Serve(pipedProgram(t, &gp, errOut))

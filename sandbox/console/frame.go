@@ -50,14 +50,17 @@ const (
 	ExitAck  Type = 12 // host → guest: Exit or Failure received; the guest may end
 	Files    Type = 13 // host → guest: bytes of the run's files, a tar stream (see files.go)
 	FilesEnd Type = 14 // host → guest: the files are complete
-	// StdinReady: guest → host: the program has the stdin data port, whose
-	// host end is connected; the host may now end it (see data.go).
-	StdinReady Type = 15
+	// PortsOpen: guest → host: the data ports are open in the guest; the
+	// host connects to them now (see data.go).
+	PortsOpen Type = 15
+	// StdinReady: guest → host: the guest has seen the host connected to
+	// the data ports; the host may now end the stdin port (see data.go).
+	StdinReady Type = 16
 )
 
 func (t Type) String() string {
 	names := [...]string{"", "hello", "announce", "stdin", "stdin-eof", "stdin-ack", "stdout", "stderr",
-		"signal", "winsize", "exit", "failure", "exit-ack", "files", "files-end", "stdin-ready"}
+		"signal", "winsize", "exit", "failure", "exit-ack", "files", "files-end", "ports-open", "stdin-ready"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}

@@ -80,7 +80,8 @@ func (g *Guest) Files() io.Reader {
 }
 
 // DataPorts tells whether the program's stdio goes through the data ports
-// (see data.go); the init then opens them and gives them to Serve.
+// (see data.go); the init then opens them, hands them to OpenPorts before
+// it starts the program, and to Serve.
 func (g *Guest) DataPorts() bool { return g.hello.DataPorts }
 
 // StdioSocket names the socket in the config share where the host hands
@@ -134,12 +135,6 @@ type Program struct {
 // Serve relays the program's stdio until it ends, reports its status and
 // waits for the host's acknowledgement.
 func (g *Guest) Serve(p Program) error {
-	if p.Ports != nil {
-		// The program has the stdin port: the host may end it.
-		if err := g.w.Write(StdinReady, nil); err != nil {
-			return err
-		}
-	}
 	stdin := newStdinQueue()
 	acked := make(chan error, 1)
 	go func() {

@@ -49,9 +49,11 @@ type Host struct {
 	// a tar stream (see files.go), for a guest that shares no filesystem
 	// with the host.
 	Files io.Reader
-	// Ports, when set, carry the program's stdio raw beside the channel
-	// (see data.go); Stdin, Stdout and Stderr are copied through them.
-	Ports *HostPorts
+	// DialPorts, when set, connects to the data ports, which carry the
+	// program's stdio raw beside the channel (see data.go); Stdin, Stdout
+	// and Stderr are copied through them. It is called when the guest has
+	// opened its ends.
+	DialPorts func() (*HostPorts, error)
 }
 
 // Run speaks the protocol on conn until the program ends and reports how it
@@ -62,7 +64,7 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if err := awaitAnnounce(r); err != nil {
 		return Status{}, err
 	}
-	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request, Files: h.Files != nil, DataPorts: h.Ports != nil}
+	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request, Files: h.Files != nil, DataPorts: h.DialPorts != nil}
 	if h.Handover != nil {
 		hi.StdioSocket = h.Handover.Name
 	}
@@ -89,14 +91,11 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	go h.forward(w, done)
 	stdout := &output{w: h.Stdout, channel: w}
 	stderr := &output{w: h.Stderr, channel: w}
-	var drains [2]*drain
 	win := newWindow(StdinWindow)
 	defer win.close()
-	stdinReady := make(chan struct{})
-	if h.Ports != nil {
-		go h.pumpStdinPort(stdinReady, done)
-		drains = [2]*drain{newDrain(h.Ports.Stdout, stdout), newDrain(h.Ports.Stderr, stderr)}
-	} else {
+	ports := &hostPorts{dial: h.DialPorts}
+	defer ports.close()
+	if h.DialPorts == nil {
 		go h.pumpStdin(w, win)
 	}
 	for {
@@ -114,11 +113,13 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 			stderr.write(p)
 		case Announce:
 			// Repeated while our hello was on its way.
-		case StdinReady:
-			if h.Ports == nil || isClosed(stdinReady) {
+		case PortsOpen, StdinReady:
+			if h.DialPorts == nil {
 				return Status{}, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
 			}
-			close(stdinReady)
+			if err := ports.control(t, h.Stdin, stdout, stderr, done); err != nil {
+				return Status{}, err
+			}
 		case StdinAck:
 			n, err := getU32(t, p)
 			if err != nil {
@@ -126,15 +127,12 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 			}
 			win.give(int(n))
 		case Exit:
-			st, n, err := decodeExit(p, h.Ports != nil)
+			st, n, err := decodeExit(p, h.DialPorts != nil)
 			if err != nil {
 				return Status{}, err
 			}
-			if h.Ports != nil {
-				if err := drains[0].await(n.stdout); err != nil {
-					return Status{}, err
-				}
-				if err := drains[1].await(n.stderr); err != nil {
+			if h.DialPorts != nil {
+				if err := ports.await(n); err != nil {
 					return Status{}, err
 				}
 			}
@@ -209,31 +207,6 @@ func (h *Host) pumpStdin(w *Writer, win *window) {
 		}
 	}
 	w.Write(StdinEOF, nil)
-}
-
-// pumpStdinPort copies the caller's stdin to the stdin port, and at its
-// end shuts the port's socket for writing once the guest is ready for it.
-func (h *Host) pumpStdinPort(ready, done <-chan struct{}) {
-	if h.Stdin != nil {
-		buf := make([]byte, drainBuffer)
-		for {
-			n, err := h.Stdin.Read(buf)
-			if n > 0 {
-				if _, err := h.Ports.Stdin.Write(buf[:n]); err != nil {
-					// The port is gone: the run is ending.
-					return
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-	}
-	select {
-	case <-ready:
-		h.Ports.Stdin.CloseWrite()
-	case <-done:
-	}
 }
 
 func (h *Host) forward(w *Writer, done <-chan struct{}) {
