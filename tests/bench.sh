@@ -44,6 +44,9 @@
 #           with the caller's descriptors handed over); QEMU >= 370 MB/s, 10x
 #           the frames through libvirtd it replaced (37 MB/s), which under
 #           TCG is above what a virtio-serial port moves (see DESIGN.md).
+#           With BENCH_STDIO_OLD set to another build's virt-sandbox (one
+#           from before the data ports: the channel path), QEMU's row is
+#           measured with it too, in the same turns, and the ratio shown.
 #   SOAK    tests/bench/soak.sh (which runs alone too): BENCH_SOAK_LXC runs at
 #           -P 8 and BENCH_SOAK_QEMU at -P 4, counting failures, hangs and
 #           what is left on the host; target zero of each.
@@ -52,7 +55,7 @@
 # BENCH_SOAK_LXC (default 1000), BENCH_SOAK_QEMU (default 100),
 # BENCH_LXC_RUNS (default 20), BENCH_QEMU_RUNS (default 10),
 # BENCH_FLATTEN_RUNS (default 3), BENCH_FILES_RUNS (default 3), BENCH_FLATTEN_MB (default 200),
-# BENCH_STDIO_RUNS (default 3),
+# BENCH_STDIO_RUNS (default 3), BENCH_STDIO_OLD (default none),
 # BENCH_QEMU_ACCEL (default tcg: the accelerator of the plain boot, which
 # should be the one the launcher picks on this host), BENCH_BIN (default bin:
 # where virt-sandbox is), GO (default go).
@@ -291,25 +294,34 @@ median_of() { # NUMBERS...: their median, or FAILED if any failed
 	printf '%s\n' "$@" | sort -g | awk '/FAILED/ { f = 1 } { v[NR] = $1 } END {
 		if (f) print "FAILED"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-stdio_line() { # LABEL URI BYTES
-	local uri=$2 n=$3 i pipe=() start=() out=() in=()
+stdio_line() { # LABEL URI BYTES [OLD-LAUNCHER]
+	local uri=$2 n=$3 old=${4:-} i pipe=() start=() out=() in=() ostart=() oout=() oin=()
 	for ((i = 0; i < stdio_runs; i++)); do
 		pipe+=("$(secs_of "head -c $n /dev/zero | wc -c")")
 		start+=("$(secs_of "$launcher -c $uri /bin/true")")
 		out+=("$(secs_of "$launcher -c $uri -- head -c $n /dev/zero | wc -c")")
 		in+=("$(secs_of "head -c $n /dev/zero | $launcher -c $uri -- wc -c")")
+		[[ -n $old ]] || continue
+		ostart+=("$(secs_of "$old -c $uri /bin/true")")
+		oout+=("$(secs_of "$old -c $uri -- head -c $n /dev/zero | wc -c")")
+		oin+=("$(secs_of "head -c $n /dev/zero | $old -c $uri -- wc -c")")
 	done
 	awk -v l="$1" -v n="$n" -v p="$(median_of "${pipe[@]}")" -v s="$(median_of "${start[@]}")" \
-		-v o="$(median_of "${out[@]}")" -v i="$(median_of "${in[@]}")" -v r="$stdio_runs" 'BEGIN {
+		-v o="$(median_of "${out[@]}")" -v i="$(median_of "${in[@]}")" -v r="$stdio_runs" \
+		-v os="${old:+$(median_of "${ostart[@]}")}" -v oo="${old:+$(median_of "${oout[@]}")}" -v oi="${old:+$(median_of "${oin[@]}")}" 'BEGIN {
 		if (o == "FAILED" || i == "FAILED" || s == "FAILED") { printf "%-48s FAILED\n", l; exit }
 		mb = n / 1048576
 		po = (o - s > 0 ? o - s : 0.001); pi = (i - s > 0 ? i - s : 0.001)
 		printf "%-48s out %7.0f MB/s (%.2fx), in %7.0f MB/s (%.2fx); pipe %7.0f MB/s; /bin/true %.2f s (medians of %d)\n", l, mb / po, p / po, mb / pi, p / pi, mb / p, s, r
+		if (os == "") exit
+		if (oo == "FAILED" || oi == "FAILED" || os == "FAILED") { printf "%-48s FAILED\n", "  BENCH_STDIO_OLD"; exit }
+		poo = (oo - os > 0 ? oo - os : 0.001); poi = (oi - os > 0 ? oi - os : 0.001)
+		printf "%-48s out %7.0f MB/s, in %7.0f MB/s; ours %.2fx out, %.2fx in\n", "  BENCH_STDIO_OLD (the launcher before)", mb / poo, mb / poi, poo / po, poi / pi
 	}'
 }
 log "stdio throughput"
 stdio_lxc=$(stdio_line "STDIO LXC  1 GiB (x of a local pipe's speed)" lxc:/// 1073741824)
-stdio_qemu=$(stdio_line "STDIO QEMU 256 MiB" qemu:///system 268435456)
+stdio_qemu=$(stdio_line "STDIO QEMU 256 MiB" qemu:///system 268435456 "${BENCH_STDIO_OLD:-}")
 
 # Many at once: failures, hangs and leftovers.
 log "soak"
