@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -124,5 +125,47 @@ func pipedProgram(t *testing.T, ports *GuestPorts, errOut []byte) Program {
 		Stderr: errR,
 		Ports:  ports,
 		Wait:   func() Status { return <-done },
+	}
+}
+
+// TestDataPortsOrder: the guest says PortsOpen, then StdinReady, each
+// once, and exits only after them; anything else is a malformed session.
+func TestDataPortsOrder(t *testing.T) {
+	exit := encodeExit(Status{}, &counts{})
+	for _, tt := range []struct {
+		name string
+		sent []Type
+	}{
+		{"stdin ready first", []Type{StdinReady}},
+		{"ports open twice", []Type{PortsOpen, PortsOpen}},
+		{"stdin ready twice", []Type{PortsOpen, StdinReady, StdinReady}},
+		{"exit before ports open", []Type{Exit}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hc := fakeGuest(t, func(r *Reader, w *Writer, _ io.ReadWriteCloser) {
+				announce(t, r, w)
+				for _, f := range tt.sent {
+					var p []byte
+					if f == Exit {
+						p = exit
+					}
+					w.Write(f, p)
+				}
+			})
+			hin, _ := portPair(t)
+			hout, _ := portPair(t)
+			herr, _ := portPair(t)
+			dial := func() (*HostPorts, error) {
+				return &HostPorts{Stdin: hin, Stdout: hout, Stderr: herr, Close: func() {}}, nil
+			}
+			h := &Host{Stdout: io.Discard, Stderr: io.Discard, DialPorts: dial}
+			hr := within(t, "Host.Run", func() hostResult {
+				st, err := h.Run(hc)
+				return hostResult{st, err}
+			})
+			if !errors.Is(hr.err, ErrFrame) {
+				t.Errorf("Run() = %+v, %v, want %v", hr.st, hr.err, ErrFrame)
+			}
+		})
 	}
 }
