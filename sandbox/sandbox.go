@@ -272,6 +272,7 @@ func (r *run) relay() (console.Status, error) {
 		host.Files = r.runFiles()
 	}
 	if r.usesDataPorts() {
+		r.debugf("stdio: on the data ports")
 		host.DialPorts = r.dialDataPorts
 	}
 	done := make(chan struct{})

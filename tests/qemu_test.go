@@ -294,6 +294,11 @@ func TestQEMUTemplate(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stderr, "virt-sandbox: restored virt-sandbox-tpl-") {
 			t.Fatalf("run %d: exit %d, not restored from a template; stderr:\n%s", i, r.code, r.stderr)
 		}
+		// The restored machine has the data ports: they are in the
+		// template's device set.
+		if !strings.Contains(r.stderr, "stdio: on the data ports") {
+			t.Errorf("run %d: stdio not on the data ports; stderr:\n%s", i, r.stderr)
+		}
 		lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 		if len(lines) != 2 {
 			t.Fatalf("run %d printed %q, want random bytes and the time (and an empty /tmp)", i, r.stdout)
@@ -308,9 +313,10 @@ func TestQEMUTemplate(t *testing.T) {
 			t.Errorf("run %d: the guest's clock said %.3f, the run lasted from %.3f to %.3f", i, guest, before, after)
 		}
 	}
-	r := sandbox(t, opts{}, "-d", "--cold-boot", "-c", qemuURI, "/bin/true")
-	if r.code != 0 || !strings.Contains(r.stderr, "booting cold: --cold-boot") || strings.Contains(r.stderr, "restored") {
-		t.Errorf("--cold-boot: exit %d; stderr:\n%s", r.code, r.stderr)
+	r := sandbox(t, opts{stdin: strings.NewReader("cold\n")}, "-d", "--cold-boot", "-c", qemuURI, "/bin/cat")
+	if r.code != 0 || r.stdout != "cold\n" || !strings.Contains(r.stderr, "booting cold: --cold-boot") || strings.Contains(r.stderr, "restored") ||
+		!strings.Contains(r.stderr, "stdio: on the data ports") {
+		t.Errorf("--cold-boot: exit %d, stdout %q, want cold and stdio on the data ports; stderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 }
 
