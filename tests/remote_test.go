@@ -213,6 +213,11 @@ func TestRemoteOneShot(t *testing.T) {
 			before := remoteVolumes(t, addr)
 			again := sandbox(t, opts{}, "-c", uri, "-d", "--", "/bin/true")
 			checkUploadedNothing(t, addr, before, again)
+			// The remote host's sockets are not ours to dial: stdio
+			// stays on the channel.
+			if strings.Contains(again.stderr, "stdio: on the data ports") {
+				t.Errorf("a remote run used the data ports:\n%s", again.stderr)
+			}
 		})
 	}
 }
