@@ -68,6 +68,9 @@ func TestShares(t *testing.T) {
 		if f.Driver == nil || f.Driver.Type != "virtiofs" || f.Binary == nil || f.Binary.Path != tt.daemon {
 			t.Errorf("share(readonly %v) = driver %+v binary %+v; want virtiofs served by %s", tt.readonly, f.Driver, f.Binary, tt.daemon)
 		}
+		if f.Binary.ThreadPool == nil || f.Binary.ThreadPool.Size != virtiofsdThreads {
+			t.Errorf("share(readonly %v) has thread pool %+v; want %d threads", tt.readonly, f.Binary.ThreadPool, virtiofsdThreads)
+		}
 		if f.ReadOnly != nil {
 			t.Errorf("share(readonly %v) has <readonly/>, which libvirt 9.0 refuses for virtiofs", tt.readonly)
 		}
