@@ -80,9 +80,16 @@ func main() {
 	b.openChannel = openVirtioChannel
 	b.hostGone = powerOff
 	b.run(qemuSteps)
+	if b.guest != nil && (b.cfg == nil || b.cfg.Service == nil) {
+		b.guest.AwaitHangup(hangupWait)
+	}
 	// PID 1 of a machine must not exit: that is a kernel panic.
 	powerOff()
 }
+
+// hangupWait bounds how long a one-shot machine waits for its launcher to
+// close the channel (console.Guest.AwaitHangup) before it ends anyway.
+const hangupWait = 2 * time.Second
 
 // run performs the steps; a step that fails before the program runs is
 // reported to the launcher as a failure (status 125) when the channel is up,

@@ -232,14 +232,20 @@ func (r *run) watchStop(uuid string) error {
 
 // relay opens the app channel and speaks the console protocol on it.
 func (r *run) relay() (console.Status, error) {
+	stopLog := func() {}
 	if r.cfg.Debug {
-		r.followLog()
+		stopLog = r.followLog()
 	}
+	defer stopLog() // on the paths out before the channel is open
 	channel, index, err := r.openChannel()
 	if err != nil {
 		return console.Status{}, err
 	}
 	defer channel.Close()
+	// Before the channel closes: a machine ends once its launcher closed
+	// the channel (console.Guest.AwaitHangup), and no console stream of
+	// libvirt's may be closing then.
+	defer stopLog()
 	r.setChannel(channel)
 	defer r.setChannel(nil)
 	term, err := openTerminal(r.io.Stdin, r.cfg.TTY)
@@ -455,24 +461,47 @@ func lastLine(path string) string {
 	return ""
 }
 
-// followLog copies the sandbox's log console to stderr until the run's
-// cleanup, which closes it and waits for the copy to end.
-func (r *run) followLog() {
+// followLog copies the sandbox's log console to stderr until the
+// returned stop, which lets what is on its way arrive (the init's last
+// step lines follow the program's end), closes the stream and waits for
+// the copy to end; it may be called more than once.
+func (r *run) followLog() (stop func()) {
 	log, err := openStream(r.conn, func(st *libvirt.Stream) error { return r.drv.openLog(r.dom, st) })
 	if err != nil {
 		r.debugf("log console: %v", err)
-		return
+		return func() {}
 	}
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
-		io.Copy(r.io.Stderr, log)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := log.Read(buf)
+			last.Store(time.Now().UnixNano())
+			r.io.Stderr.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
 	}()
-	r.onCleanup(func() {
-		log.Close()
-		<-copied
-	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for quiet := time.Now().Add(time.Second); time.Now().Before(quiet) &&
+				time.Since(time.Unix(0, last.Load())) < logSettle; {
+				time.Sleep(logSettle / 4)
+			}
+			log.Close()
+			<-copied
+		})
+	}
 }
+
+// logSettle is how long the log console must stay quiet before it is
+// closed at the end of a run.
+const logSettle = 100 * time.Millisecond
 
 // handleSignals forwards the caller's signals to the program and destroys
 // the sandbox when the program outlives the grace period, a second signal

@@ -97,6 +97,28 @@ func (g *Guest) Fail(f *Failed) error {
 	return g.awaitAck()
 }
 
+// AwaitHangup waits, at most d, for the host to close the channel once
+// the program's end was acknowledged. The init of a machine ends it after
+// this: libvirt 9.0 may deadlock when a QEMU machine ends while a client's
+// console stream to it is being closed (virChrdevFree against
+// virStreamAbort), so the launcher closes its streams first, and the
+// machine ends after.
+func (g *Guest) AwaitHangup(d time.Duration) {
+	hungUp := make(chan struct{})
+	go func() {
+		defer close(hungUp)
+		for {
+			if _, _, err := g.r.Next(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-hungUp:
+	case <-time.After(d):
+	}
+}
+
 func (g *Guest) awaitAck() error {
 	for {
 		t, _, err := g.r.Next()
