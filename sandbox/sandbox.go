@@ -255,32 +255,11 @@ func (r *run) relay() (console.Status, error) {
 	defer term.restore()
 	signals := make(chan syscall.Signal, 4)
 	resizes := make(chan console.WinSize, 4)
-	host := &console.Host{
-		Request: r.request,
-		Stdin:   term.stdin,
-		Stdout:  r.io.Stdout,
-		Stderr:  r.io.Stderr,
-		TTY:     r.cfg.TTY,
-		Size:    term.size(),
-		Signals: signals,
-		Resizes: resizes,
+	host, finish, err := r.consoleHost(term, index, signals, resizes)
+	if err != nil {
+		return console.Status{}, err
 	}
-	if r.handsOverStdio() {
-		handover, finish, err := r.stdioHandover(index)
-		if err != nil {
-			return console.Status{}, err
-		}
-		defer finish()
-		// The program reads its stdin itself: the relay must not.
-		host.Stdin, host.Handover = nil, handover
-	}
-	if r.remote() && (r.request == nil || r.request.Boot) {
-		host.Files = r.runFiles()
-	}
-	if r.usesDataPorts() {
-		r.debugf("stdio: on the data ports")
-		host.DialPorts = r.dialDataPorts
-	}
+	defer finish()
 	done := make(chan struct{})
 	// The relay's helpers end with done, and it returns once they have:
 	// none of them acts on the domain after the run's cleanup.
@@ -459,6 +438,40 @@ func lastLine(path string) string {
 		}
 	}
 	return ""
+}
+
+// consoleHost is the host's end of the session on app channel index:
+// the program's stdio as the run carries it (the caller's descriptors
+// handed over, the data ports, or frames), the run's files for a remote
+// host. finish ends the handover, if any.
+func (r *run) consoleHost(term *terminal, index int, signals chan syscall.Signal, resizes chan console.WinSize) (host *console.Host, finish func(), err error) {
+	host = &console.Host{
+		Request: r.request,
+		Stdin:   term.stdin,
+		Stdout:  r.io.Stdout,
+		Stderr:  r.io.Stderr,
+		TTY:     r.cfg.TTY,
+		Size:    term.size(),
+		Signals: signals,
+		Resizes: resizes,
+	}
+	finish = func() {}
+	if r.handsOverStdio() {
+		var handover *console.Handover
+		if handover, finish, err = r.stdioHandover(index); err != nil {
+			return nil, nil, err
+		}
+		// The program reads its stdin itself: the relay must not.
+		host.Stdin, host.Handover = nil, handover
+	}
+	if r.remote() && (r.request == nil || r.request.Boot) {
+		host.Files = r.runFiles()
+	}
+	if r.usesDataPorts() {
+		r.debugf("stdio: on the data ports")
+		host.DialPorts = r.dialDataPorts
+	}
+	return host, finish, nil
 }
 
 // followLog copies the sandbox's log console to stderr until the

@@ -61,20 +61,8 @@ type Host struct {
 func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	w := NewWriter(conn)
 	r := NewReader(conn)
-	if err := awaitAnnounce(r); err != nil {
+	if err := h.greet(r, w); err != nil {
 		return Status{}, err
-	}
-	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request, Files: h.Files != nil, DataPorts: h.DialPorts != nil}
-	if h.Handover != nil {
-		hi.StdioSocket = h.Handover.Name
-	}
-	if err := w.Write(Hello, hi.encode()); err != nil {
-		return Status{}, fmt.Errorf("console: sending hello: %w", err)
-	}
-	if h.Files != nil {
-		if err := sendFiles(w, h.Files); err != nil {
-			return Status{}, err
-		}
 	}
 	if h.Handover != nil {
 		// Beside the frames: a guest that fails before it takes the
@@ -85,18 +73,15 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 	if h.Started != nil {
 		h.Started()
 	}
-
-	done := make(chan struct{})
-	defer close(done)
-	go h.forward(w, done)
-	stdout := &output{w: h.Stdout, channel: w}
-	stderr := &output{w: h.Stderr, channel: w}
-	win := newWindow(StdinWindow)
-	defer win.close()
-	ports := &hostPorts{dial: h.DialPorts}
-	defer ports.close()
+	s := &hostSession{h: h, w: w, done: make(chan struct{}), win: newWindow(StdinWindow), ports: &hostPorts{dial: h.DialPorts}}
+	defer close(s.done)
+	defer s.win.close()
+	defer s.ports.close()
+	go h.forward(w, s.done)
+	s.stdout = &output{w: h.Stdout, channel: w}
+	s.stderr = &output{w: h.Stderr, channel: w}
 	if h.DialPorts == nil {
-		go h.pumpStdin(w, win)
+		go h.pumpStdin(w, s.win)
 	}
 	for {
 		t, p, err := r.Next()
@@ -106,48 +91,84 @@ func (h *Host) Run(conn io.ReadWriter) (Status, error) {
 			}
 			return Status{}, fmt.Errorf("console: %w", err)
 		}
-		switch t {
-		case Stdout:
-			stdout.write(p)
-		case Stderr:
-			stderr.write(p)
-		case Announce:
-			// Repeated while our hello was on its way.
-		case PortsOpen, StdinReady:
-			if h.DialPorts == nil {
-				return Status{}, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
-			}
-			if err := ports.control(t, h.Stdin, stdout, stderr, done); err != nil {
-				return Status{}, err
-			}
-		case StdinAck:
-			n, err := getU32(t, p)
-			if err != nil {
-				return Status{}, err
-			}
-			win.give(int(n))
-		case Exit:
-			st, n, err := decodeExit(p, h.DialPorts != nil)
-			if err != nil {
-				return Status{}, err
-			}
-			if h.DialPorts != nil {
-				if err := ports.await(n); err != nil {
-					return Status{}, err
-				}
-			}
-			return st, w.Write(ExitAck, nil)
-		case Failure:
-			f, err := decodeFailed(p)
-			if err != nil {
-				return Status{}, err
-			}
-			w.Write(ExitAck, nil)
-			return Status{}, f
-		default:
-			return Status{}, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
+		if st, end, err := s.handle(t, p); end || err != nil {
+			return st, err
 		}
 	}
+}
+
+// greet waits for the guest's announce and answers with the hello and,
+// for a guest that shares no filesystem with the host, the run's files.
+func (h *Host) greet(r *Reader, w *Writer) error {
+	if err := awaitAnnounce(r); err != nil {
+		return err
+	}
+	hi := hello{Version: Version, TTY: h.TTY, Size: h.Size, Request: h.Request, Files: h.Files != nil, DataPorts: h.DialPorts != nil}
+	if h.Handover != nil {
+		hi.StdioSocket = h.Handover.Name
+	}
+	if err := w.Write(Hello, hi.encode()); err != nil {
+		return fmt.Errorf("console: sending hello: %w", err)
+	}
+	if h.Files != nil {
+		return sendFiles(w, h.Files)
+	}
+	return nil
+}
+
+// hostSession is the host's side of a session once the guest is greeted.
+type hostSession struct {
+	h              *Host
+	w              *Writer
+	done           chan struct{}
+	win            *window
+	ports          *hostPorts
+	stdout, stderr *output
+}
+
+// handle acts on one frame from the guest; end tells that the session is
+// over, with the program's status or the guest's failure.
+func (s *hostSession) handle(t Type, p []byte) (st Status, end bool, err error) {
+	switch t {
+	case Stdout:
+		s.stdout.write(p)
+	case Stderr:
+		s.stderr.write(p)
+	case Announce:
+		// Repeated while our hello was on its way.
+	case PortsOpen, StdinReady:
+		if s.h.DialPorts == nil {
+			return Status{}, true, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
+		}
+		return Status{}, false, s.ports.control(t, s.h.Stdin, s.stdout, s.stderr, s.done)
+	case StdinAck:
+		n, err := getU32(t, p)
+		if err != nil {
+			return Status{}, true, err
+		}
+		s.win.give(int(n))
+	case Exit:
+		st, n, err := decodeExit(p, s.h.DialPorts != nil)
+		if err != nil {
+			return Status{}, true, err
+		}
+		if s.h.DialPorts != nil {
+			if err := s.ports.await(n); err != nil {
+				return Status{}, true, err
+			}
+		}
+		return st, true, s.w.Write(ExitAck, nil)
+	case Failure:
+		f, err := decodeFailed(p)
+		if err != nil {
+			return Status{}, true, err
+		}
+		s.w.Write(ExitAck, nil)
+		return Status{}, true, f
+	default:
+		return Status{}, true, fmt.Errorf("%w: unexpected %s from the sandbox", ErrFrame, t)
+	}
+	return Status{}, false, nil
 }
 
 // announceHeader starts every Announce frame.
