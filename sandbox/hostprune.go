@@ -8,8 +8,6 @@ import (
 
 	"libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
-
-	"github.com/virt-sandbox/virt-sandbox/config"
 )
 
 // PruneHost removes from the remote host of uri the uploads (boot files,
@@ -20,38 +18,27 @@ import (
 // lately) is left alone. It returns the volumes removed and the bytes
 // they held.
 func PruneHost(uri string) (removed []string, freed uint64, err error) {
-	if !config.Remote(uri) {
-		return nil, 0, fmt.Errorf("%w: -c %s is this machine: prune without -c frees the store", config.ErrInvalid, uri)
-	}
-	conn, err := connect(uri)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer conn.Close()
-	pool, err := openPool(conn)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer pool.Free()
-	names, err := pool.ListStorageVolumes()
-	if err != nil {
-		return nil, 0, libvirtError("listing the volumes of pool "+poolName(), err)
-	}
-	used, err := domainsXML(conn)
-	if err != nil {
-		return nil, 0, err
-	}
-	for _, name := range names {
-		if strings.HasSuffix(name, doneSuffix) {
-			continue
+	err = onHostPool(uri, "prune without -c frees the store", func(conn *libvirt.Connect, pool *libvirt.StoragePool) error {
+		names, err := poolVolumes(pool)
+		if err != nil {
+			return err
 		}
-		size, ok := pruneVolume(pool, name, used, slices.Contains(names, name+doneSuffix))
-		if ok {
-			removed = append(removed, name)
-			freed += size
+		used, err := domainsXML(conn)
+		if err != nil {
+			return err
 		}
-	}
-	return removed, freed, nil
+		for _, name := range names {
+			if strings.HasSuffix(name, doneSuffix) {
+				continue
+			}
+			if size, ok := pruneVolume(pool, name, used, slices.Contains(names, name+doneSuffix)); ok {
+				removed = append(removed, name)
+				freed += size
+			}
+		}
+		return nil
+	})
+	return removed, freed, err
 }
 
 // pruneVolume removes the volume name unless the domains' XML (used)

@@ -142,52 +142,58 @@ func rootImageUpload(path string) upload {
 // host of uri, unless it is there; it returns the volume's name and
 // whether it was uploaded now.
 func PushRootImage(uri, path string) (volume string, uploaded bool, err error) {
-	if !config.Remote(uri) {
-		return "", false, fmt.Errorf("%w: -c %s is this machine: its runs take images from the store, there is nothing to push", config.ErrInvalid, uri)
-	}
-	conn, err := connect(uri)
-	if err != nil {
-		return "", false, err
-	}
-	defer conn.Close()
-	pool, err := openPool(conn)
-	if err != nil {
-		return "", false, err
-	}
-	defer pool.Free()
 	u := rootImageUpload(path)
-	_, uploaded, err = uploadVolume(conn, pool, u)
+	err = onHostPool(uri, "its runs take images from the store, there is nothing to push", func(conn *libvirt.Connect, pool *libvirt.StoragePool) (err error) {
+		_, uploaded, err = uploadVolume(conn, pool, u)
+		return err
+	})
 	return u.name, uploaded, err
 }
 
 // HostImages lists the image roots the remote host of uri holds whole,
 // as the digest prefixes (16 hex digits) their volumes are named by.
 func HostImages(uri string) ([]string, error) {
+	var prefixes []string
+	err := onHostPool(uri, "list shows its images without -c", func(_ *libvirt.Connect, pool *libvirt.StoragePool) error {
+		names, err := poolVolumes(pool)
+		for _, n := range names {
+			if strings.HasPrefix(n, rootImagePrefix) && !strings.HasSuffix(n, doneSuffix) && slices.Contains(names, n+doneSuffix) {
+				prefixes = append(prefixes, strings.TrimPrefix(n, rootImagePrefix))
+			}
+		}
+		return err
+	})
+	sort.Strings(prefixes)
+	return prefixes, err
+}
+
+// onHostPool runs f with a connection to the remote host of uri and its
+// uploads' pool. A uri of this machine is refused, saying what to do
+// here instead (local).
+func onHostPool(uri, local string, f func(*libvirt.Connect, *libvirt.StoragePool) error) error {
 	if !config.Remote(uri) {
-		return nil, fmt.Errorf("%w: -c %s is this machine: list shows its images without -c", config.ErrInvalid, uri)
+		return fmt.Errorf("%w: -c %s is this machine: %s", config.ErrInvalid, uri, local)
 	}
 	conn, err := connect(uri)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer conn.Close()
 	pool, err := openPool(conn)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer pool.Free()
+	return f(conn, pool)
+}
+
+// poolVolumes names the volumes of the uploads' pool.
+func poolVolumes(pool *libvirt.StoragePool) ([]string, error) {
 	names, err := pool.ListStorageVolumes()
 	if err != nil {
 		return nil, libvirtError("listing the volumes of pool "+poolName(), err)
 	}
-	var prefixes []string
-	for _, n := range names {
-		if strings.HasPrefix(n, rootImagePrefix) && !strings.HasSuffix(n, doneSuffix) && slices.Contains(names, n+doneSuffix) {
-			prefixes = append(prefixes, strings.TrimPrefix(n, rootImagePrefix))
-		}
-	}
-	sort.Strings(prefixes)
-	return prefixes, nil
+	return names, nil
 }
 
 // runFiles is the tar stream of the run's files, the config and the
